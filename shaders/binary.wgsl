@@ -1,0 +1,114 @@
+// Elementwise binary ops with NumPy broadcasting.
+// Forward: out = f(a, b). Adjoint, for K cotangents in one dispatch:
+// ga[k, o] = g[k, o] * df/da(a, b), gb[k, o] = g[k, o] * df/db(a, b), at the
+// output's shape; the rule then sums over broadcast axes (the adjoint of
+// broadcasting is summation). Each invocation reads a and b once for its four
+// output elements, then loops over k.
+// Slots: 0 = output shape, 1 = a's strides, 2 = b's strides (0 on broadcast axes).
+
+override OP: u32 = 0u;
+override BCAST: bool = false;   // an operand's shape differs from the output's
+override ALIGNED: bool = true;  // n % 4 == 0
+override NEED_A: bool = true;
+override NEED_B: bool = true;
+
+const ADD: u32 = 0u;
+const SUB: u32 = 1u;
+const MUL: u32 = 2u;
+const DIV: u32 = 3u;
+
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;         // g [K, n]
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;   // out, or ga [K, n]
+@group(0) @binding(3) var<storage, read> lhs: array<vec4<f32>>;         // a
+@group(0) @binding(4) var<storage, read> rhs: array<vec4<f32>>;         // b
+@group(0) @binding(5) var<storage, read_write> dst2: array<vec4<f32>>;  // gb [K, n]
+
+fn binary_f(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    switch OP {
+        case ADD: { return a + b; }
+        case SUB: { return a - b; }
+        case MUL: { return a * b; }
+        case DIV: { return a / b; }
+        default: { return a; }
+    }
+}
+
+// d(a op b)/da: 1, 1, b, 1/b.
+fn binary_da(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    switch OP {
+        case MUL: { return b; }
+        case DIV: { return 1.0 / b; }
+        default: { return vec4(1.0); }
+    }
+}
+
+// d(a op b)/db: 1, -1, a, -a/b^2 (as -(a/b)/b, which overflows later).
+fn binary_db(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    switch OP {
+        case SUB: { return vec4(-1.0); }
+        case MUL: { return a; }
+        case DIV: { return -(a / b) / b; }
+        default: { return vec4(1.0); }
+    }
+}
+
+fn elem(buf_is_a: bool, i: u32) -> f32 {
+    if (buf_is_a) {
+        let o = strided_offset(i, 0u, 1u);
+        return lhs[o / 4u][o % 4u];
+    }
+    let o = strided_offset(i, 0u, 2u);
+    return rhs[o / 4u][o % 4u];
+}
+
+// The four operand values behind output elements 4t..4t+3 (0 past the end).
+fn operands(t: u32) -> array<vec4<f32>, 2> {
+    if (!BCAST) { return array(lhs[t], rhs[t]); }
+    var a = vec4(0.0);
+    var b = vec4(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let i = t * 4u + c;
+        if (i < params.n) {
+            a[c] = elem(true, i);
+            b[c] = elem(false, i);
+        }
+    }
+    return array(a, b);
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_id(wid, lid, nwg);
+    if (t * 4u >= params.n) { return; }
+    let ab = operands(t);
+    dst[t] = binary_f(ab[0], ab[1]);
+}
+
+@compute @workgroup_size(WG)
+fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_id(wid, lid, nwg);
+    let n = params.n;
+    if (t * 4u >= n) { return; }
+    let ab = operands(t);
+    let da = binary_da(ab[0], ab[1]);
+    let db = binary_db(ab[0], ab[1]);
+    for (var k = 0u; k < params.k; k++) {
+        if (ALIGNED) {
+            let j = k * (n / 4u) + t;
+            let g = src[j];
+            if (NEED_A) { dst[j] = g * da; }
+            if (NEED_B) { dst2[j] = g * db; }
+        } else {
+            for (var c = 0u; c < 4u; c++) {
+                if (t * 4u + c < n) {
+                    let j = k * n + t * 4u + c;
+                    let g = src[j / 4u][j % 4u];
+                    if (NEED_A) { dst[j / 4u][j % 4u] = g * da[c]; }
+                    if (NEED_B) { dst2[j / 4u][j % 4u] = g * db[c]; }
+                }
+            }
+        }
+    }
+}

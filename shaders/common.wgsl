@@ -1,0 +1,51 @@
+// Shared by every pullback kernel (prepended to each shaders/*.wgsl file).
+// Binding 0 is the parameter block; words 0..8 are scalars, then slots of 6
+// words hold per-dimension shapes and strides (rank <= 6). See kernels.rs.
+
+const WG: u32 = 256u;
+
+struct Params {
+    n: u32,        // elements per batch row (per cotangent)
+    k: u32,        // batch rows: the K cotangents
+    rank: u32,
+    scalar: f32,   // op parameter (powf exponent, scalar operand, scale)
+    x0: u32,
+    x1: u32,
+    x2: u32,
+    x3: u32,
+    slots: array<vec4<u32>, 14>,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+
+fn slot_word(i: u32) -> u32 {
+    return params.slots[i / 4u][i % 4u];
+}
+
+// Dimension `d` of slot `slot` (6 words per slot).
+fn dim(slot: u32, d: u32) -> u32 {
+    return slot_word(slot * 6u + d);
+}
+
+// Linear invocation index over a 2-D grid of workgroups (x is capped at 65535).
+fn linear_id(wid: vec3<u32>, lid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return (wid.y * nwg.x + wid.x) * WG + lid.x;
+}
+
+fn workgroup_linear(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+// Row-major index `i` over the shape in slot `shape_slot`, mapped to an
+// element offset through the strides in slot `stride_slot` (a stride of 0
+// repeats an element along that axis: broadcasting).
+fn strided_offset(i: u32, shape_slot: u32, stride_slot: u32) -> u32 {
+    var rem = i;
+    var off = 0u;
+    for (var d = i32(params.rank) - 1; d >= 0; d--) {
+        let size = dim(shape_slot, u32(d));
+        off += (rem % size) * dim(stride_slot, u32(d));
+        rem /= size;
+    }
+    return off;
+}

@@ -1,0 +1,63 @@
+// Sum over axes, batched: src [K, *in] -> dst [K, *out] where out is `in` with
+// the reduced axes set to 1; dst = scale * sum. Used for sum/mean and for the
+// adjoint of broadcasting. Compensated (Kahan) sums keep f32 error near one
+// rounding for long reductions.
+// Params: n = outputs per row, k = K, x0 = R (elements summed per output),
+// x1 = input elements per row, scalar = scale. Slots: 0 = kept shape (1 on
+// reduced axes), 1 = input strides of kept axes, 2 = reduced shape (1 on kept
+// axes), 3 = input strides of reduced axes.
+
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+var<workgroup> partial: array<f32, WG>;
+
+fn base_offset(o: u32) -> u32 {
+    return (o / params.n) * params.x1 + strided_offset(o % params.n, 0u, 1u);
+}
+
+// One invocation per output: for many outputs, each a short sum.
+@compute @workgroup_size(WG)
+fn sum_each(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = linear_id(wid, lid, nwg);
+    if (o >= params.n * params.k) { return; }
+    let base = base_offset(o);
+    var s = 0.0;
+    var c = 0.0;
+    for (var r = 0u; r < params.x0; r++) {
+        let y = src[base + strided_offset(r, 2u, 3u)] - c;
+        let t = s + y;
+        c = (t - s) - y;
+        s = t;
+    }
+    dst[o] = s * params.scalar;
+}
+
+// One workgroup per output: for few outputs, each a long sum.
+@compute @workgroup_size(WG)
+fn sum_group(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = workgroup_linear(wid, nwg);
+    if (o >= params.n * params.k) { return; }
+    let base = base_offset(o);
+    var s = 0.0;
+    var c = 0.0;
+    for (var r = lid.x; r < params.x0; r += WG) {
+        let y = src[base + strided_offset(r, 2u, 3u)] - c;
+        let t = s + y;
+        c = (t - s) - y;
+        s = t;
+    }
+    partial[lid.x] = s;
+    workgroupBarrier();
+    for (var width = WG / 2u; width > 0u; width /= 2u) {
+        if (lid.x < width) {
+            partial[lid.x] += partial[lid.x + width];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        dst[o] = partial[0] * params.scalar;
+    }
+}

@@ -1,0 +1,100 @@
+//! Adapter choice: the best adapter by type (discrete > integrated > virtual >
+//! CPU), native APIs before GL, unless `PULLBACK_ADAPTER` asks for one.
+
+use crate::error::{Error, Result};
+
+/// How [`crate::Device::with_options`] picks its adapter.
+#[derive(Debug, Clone)]
+pub struct DeviceOptions {
+    /// A case-insensitive substring of the adapter name, or `software` for a
+    /// CPU adapter (lavapipe, llvmpipe, WARP). `None`: the best adapter.
+    pub adapter: Option<String>,
+    /// Which wgpu backends to consider.
+    pub backends: wgpu::Backends,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            adapter: None,
+            backends: wgpu::Backends::all(),
+        }
+    }
+}
+
+impl DeviceOptions {
+    /// The defaults, with `adapter` taken from the `PULLBACK_ADAPTER`
+    /// environment variable when it is set and not empty.
+    pub fn from_env() -> Self {
+        let adapter = std::env::var("PULLBACK_ADAPTER")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        DeviceOptions {
+            adapter,
+            ..Default::default()
+        }
+    }
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    }
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+fn matches(wanted: &str, info: &wgpu::AdapterInfo) -> bool {
+    let wanted = wanted.trim().to_lowercase();
+    if wanted == "software" || wanted == "cpu" {
+        return info.device_type == wgpu::DeviceType::Cpu;
+    }
+    info.name.to_lowercase().contains(&wanted)
+}
+
+/// Picks an adapter that can run compute shaders, per `options`.
+pub(crate) async fn choose(
+    instance: &wgpu::Instance,
+    options: &DeviceOptions,
+) -> Result<wgpu::Adapter> {
+    let mut adapters: Vec<wgpu::Adapter> = instance
+        .enumerate_adapters(options.backends)
+        .await
+        .into_iter()
+        .filter(|a| {
+            a.get_downlevel_capabilities()
+                .flags
+                .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        })
+        .collect();
+    if adapters.is_empty() {
+        return Err(Error::NoAdapter);
+    }
+    adapters.sort_by_key(|a| {
+        let info = a.get_info();
+        (type_rank(info.device_type), backend_rank(info.backend))
+    });
+    match &options.adapter {
+        None => Ok(adapters.swap_remove(0)),
+        Some(wanted) => match adapters.iter().position(|a| matches(wanted, &a.get_info())) {
+            Some(i) => Ok(adapters.swap_remove(i)),
+            None => Err(Error::AdapterNotFound {
+                wanted: wanted.clone(),
+                available: adapters.iter().map(|a| describe(&a.get_info())).collect(),
+            }),
+        },
+    }
+}

@@ -1,0 +1,348 @@
+//! The device: adapter, queue, buffer pool, pipeline cache, the pending
+//! command encoder and the counters. It knows no ops: it owns GPU resources,
+//! records dispatches and counts what was done.
+
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+
+use crate::adapter::{self, DeviceOptions};
+use crate::error::{Error, Result};
+use crate::kernels::{Kernel, KernelCache, Params};
+use crate::pool::{Pool, Stats, Storage};
+
+/// A GPU (or software) device with everything pullback keeps per device.
+/// Cheap to clone; clones share the same device.
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    pub pool: Arc<Pool>,
+    kernels: KernelCache,
+    /// Forward dispatches wait here until something needs their results.
+    pending: Mutex<Option<wgpu::CommandEncoder>>,
+    /// Set by the device-lost callback (devices pullback created itself).
+    lost: Arc<Mutex<Option<String>>>,
+    /// Errors wgpu reported outside an error scope (devices pullback created).
+    uncaptured: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("adapter", &self.shared.info.name)
+            .finish()
+    }
+}
+
+impl Device {
+    /// Picks the best adapter (discrete > integrated > software; override
+    /// with `PULLBACK_ADAPTER`) and creates a device on it. Blocks.
+    pub fn new() -> Result<Device> {
+        pollster::block_on(Self::new_async())
+    }
+
+    /// [`Device::new`] for async callers.
+    pub async fn new_async() -> Result<Device> {
+        Self::with_options(DeviceOptions::from_env()).await
+    }
+
+    /// Creates a device on the adapter `options` select.
+    pub async fn with_options(options: DeviceOptions) -> Result<Device> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: options.backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapter = adapter::choose(&instance, &options).await?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("pullback"),
+                required_features: wgpu::Features::empty(),
+                // The defaults cap storage bindings at 128 MiB; take what the adapter has.
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        let lost = Arc::new(Mutex::new(None));
+        let uncaptured = Arc::new(Mutex::new(None));
+        let lost_slot = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *lost_slot.lock().unwrap() = Some(format!("{reason:?}: {msg}"));
+        });
+        let error_slot = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            error_slot
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| e.to_string());
+        }));
+        Ok(Self::build(
+            device,
+            queue,
+            adapter.get_info(),
+            lost,
+            uncaptured,
+        ))
+    }
+
+    /// Shares a device the caller already has. pullback installs no error or
+    /// device-lost handler on it (those stay the caller's); its limits are
+    /// whatever the caller requested.
+    pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Device {
+        let info = device.adapter_info();
+        Self::build(device, queue, info, Arc::default(), Arc::default())
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        lost: Arc<Mutex<Option<String>>>,
+        uncaptured: Arc<Mutex<Option<String>>>,
+    ) -> Device {
+        let pool = Arc::new(Pool::new(device.clone(), &device.limits()));
+        Device {
+            shared: Arc::new(Shared {
+                device,
+                queue,
+                info,
+                pool,
+                kernels: KernelCache::default(),
+                pending: Mutex::new(None),
+                lost,
+                uncaptured,
+            }),
+        }
+    }
+
+    /// The adapter in use (name, backend, device type, driver).
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.shared.info
+    }
+
+    /// The underlying wgpu device, for callers that mix in their own kernels.
+    pub fn wgpu_device(&self) -> &wgpu::Device {
+        &self.shared.device
+    }
+
+    /// The underlying wgpu queue.
+    pub fn wgpu_queue(&self) -> &wgpu::Queue {
+        &self.shared.queue
+    }
+
+    /// Counters of submits, dispatches and memory since the device was made.
+    pub fn stats(&self) -> Stats {
+        self.shared.pool.counters.snapshot()
+    }
+
+    /// Restarts `peak_bytes` from the current `live_bytes`.
+    pub fn reset_peak(&self) {
+        self.shared.pool.counters.reset_peak();
+    }
+
+    /// Releases the idle buffers the pool keeps for reuse.
+    pub fn trim_pool(&self) {
+        self.shared.pool.trim();
+    }
+
+    /// Submits all recorded work and waits until the GPU has finished it.
+    pub fn synchronize(&self) -> Result<()> {
+        self.flush()?;
+        self.wait()
+    }
+
+    /// True when both handles refer to the same device.
+    pub fn same(&self, other: &Device) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    pub(crate) fn check_same(&self, other: &Device) -> Result<()> {
+        if self.same(other) {
+            Ok(())
+        } else {
+            Err(Error::DeviceMismatch)
+        }
+    }
+
+    /// Fails once the device is lost or wgpu reported an error, so no work
+    /// is recorded on a device that can no longer run it.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if let Some(msg) = self.shared.lost.lock().unwrap().clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        if let Some(msg) = self.shared.uncaptured.lock().unwrap().take() {
+            return Err(Error::Gpu(msg));
+        }
+        Ok(())
+    }
+
+    /// A pooled buffer for `len` f32 values.
+    pub(crate) fn alloc(&self, what: &str, len: usize) -> Result<Storage> {
+        self.check_alive()?;
+        self.shared.pool.take(what, len as u64 * 4)
+    }
+
+    pub(crate) fn upload(&self, what: &str, data: &[f32]) -> Result<Storage> {
+        self.check_alive()?;
+        self.shared.pool.upload(what, bytemuck::cast_slice(data))
+    }
+
+    pub(crate) fn check_size(&self, what: &str, len: usize) -> Result<()> {
+        self.shared.pool.check_size(what, len as u64 * 4)
+    }
+
+    /// Records one dispatch into the pending encoder.
+    pub(crate) fn dispatch(
+        &self,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        params: &Params,
+        buffers: &[&Storage],
+        workgroups: u64,
+    ) {
+        let shared = &*self.shared;
+        let buffers: Vec<&wgpu::Buffer> = buffers.iter().map(|s| s.buffer()).collect();
+        let mut pending = shared.pending.lock().unwrap();
+        let encoder = pending.get_or_insert_with(|| new_encoder(&shared.device));
+        shared.kernels.encode(
+            &shared.device,
+            encoder,
+            kernel,
+            constants,
+            params,
+            &buffers,
+            workgroups,
+        );
+        shared
+            .pool
+            .counters
+            .dispatches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Submits the pending encoder, if any work was recorded: one submit.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.check_alive()?;
+        let encoder = self.shared.pending.lock().unwrap().take();
+        if let Some(encoder) = encoder {
+            self.submit(encoder);
+        }
+        self.check_alive()
+    }
+
+    fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.shared.queue.submit([encoder.finish()]);
+        self.shared
+            .pool
+            .counters
+            .submits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn wait(&self) -> Result<()> {
+        self.shared
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+        self.check_alive()
+    }
+
+    /// Copies the first `len` values of `storage` into a mappable buffer,
+    /// submitting the pending work with it (one submit), and maps it.
+    fn start_read(
+        &self,
+        storage: &Storage,
+        len: usize,
+    ) -> Result<(
+        wgpu::Buffer,
+        futures::channel::oneshot::Receiver<Result<()>>,
+    )> {
+        self.check_alive()?;
+        let bytes = (len as u64 * 4).max(4);
+        let staging = self.shared.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("pullback readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .shared
+            .pending
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| new_encoder(&self.shared.device));
+        encoder.copy_buffer_to_buffer(storage.buffer(), 0, &staging, 0, bytes);
+        self.submit(encoder);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r.map_err(|e| Error::Gpu(format!("reading back a tensor: {e}"))));
+        });
+        Ok((staging, rx))
+    }
+
+    fn finish_read(&self, staging: wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let view = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("reading back a tensor: {e}")))?;
+        let values = bytemuck::cast_slice::<u8, f32>(&view)[..len].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(values)
+    }
+
+    /// Blocking read of `len` f32 values.
+    pub(crate) fn read(&self, storage: &Storage, len: usize) -> Result<Vec<f32>> {
+        let (staging, mut rx) = self.start_read(storage, len)?;
+        self.wait()?;
+        match rx.try_recv() {
+            Ok(Some(result)) => result?,
+            _ => return Err(self.lost_or("the readback did not complete")),
+        }
+        self.finish_read(staging, len)
+    }
+
+    /// Non-blocking read: polls the device without waiting and yields to
+    /// the executor until the copy has landed.
+    pub(crate) async fn read_async(&self, storage: &Storage, len: usize) -> Result<Vec<f32>> {
+        let (staging, mut rx) = self.start_read(storage, len)?;
+        let result = futures::future::poll_fn(|cx| {
+            if let Err(e) = self.shared.device.poll(wgpu::PollType::Poll) {
+                return std::task::Poll::Ready(Err(Error::DeviceLost(e.to_string())));
+            }
+            match rx.poll_unpin(cx) {
+                std::task::Poll::Ready(Ok(r)) => std::task::Poll::Ready(r),
+                std::task::Poll::Ready(Err(_)) => {
+                    std::task::Poll::Ready(Err(self.lost_or("the readback was cancelled")))
+                }
+                std::task::Poll::Pending => {
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await;
+        result?;
+        self.finish_read(staging, len)
+    }
+
+    fn lost_or(&self, msg: &str) -> Error {
+        match self.check_alive() {
+            Err(e) => e,
+            Ok(()) => Error::Gpu(msg.to_string()),
+        }
+    }
+}
+
+fn new_encoder(device: &wgpu::Device) -> wgpu::CommandEncoder {
+    device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("pullback"),
+    })
+}

@@ -1,0 +1,150 @@
+//! The one error type of pullback. Every variant's message says what went
+//! wrong and what to do about it; after any error the device stays usable.
+
+use std::fmt;
+
+/// Result alias used by every fallible pullback call.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in pullback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// No GPU or software adapter could be found at all.
+    NoAdapter,
+    /// `PULLBACK_ADAPTER` (or the options) asked for an adapter that is not present.
+    AdapterNotFound {
+        wanted: String,
+        available: Vec<String>,
+    },
+    /// The adapter refused to create a device.
+    RequestDevice(String),
+    /// Two operands' shapes cannot be combined (binary ops, matmul, concat, ...).
+    ShapeMismatch {
+        op: &'static str,
+        lhs: Vec<usize>,
+        rhs: Vec<usize>,
+    },
+    /// A shape, axis or argument is invalid on its own (rank too high, axis out of range, ...).
+    InvalidArgument { op: &'static str, reason: String },
+    /// Host data whose length does not match the requested shape.
+    DataLength { expected: usize, got: usize },
+    /// A cotangent whose shape is not the one its output needs.
+    CotangentShape {
+        index: usize,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    /// A different number of cotangents than outputs.
+    CotangentCount { outputs: usize, cotangents: usize },
+    /// `backward()` on an output with more than one element.
+    NonScalarBackward { shape: Vec<usize> },
+    /// A tensor that gradients were asked for (or backward started from) is not tracked.
+    NotTracked { what: String },
+    /// Tensors from two different `Device`s were combined.
+    DeviceMismatch,
+    /// A buffer larger than the adapter allows.
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
+    /// The GPU device was lost (driver reset, unplugged, destroyed).
+    DeviceLost(String),
+    /// The GPU ran out of memory or reported an error for an operation.
+    Gpu(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoAdapter => write!(
+                f,
+                "no GPU or software adapter found. Install a Vulkan driver; on a machine \
+                 without a GPU install Mesa's lavapipe (Debian/Ubuntu: `sudo apt-get update && \
+                 sudo apt-get install -y mesa-vulkan-drivers`), or run `scripts/with-adapter` \
+                 from the pullback repository, which does this for you"
+            ),
+            Error::AdapterNotFound { wanted, available } => write!(
+                f,
+                "no adapter matches PULLBACK_ADAPTER={wanted:?} (a case-insensitive substring of \
+                 the adapter name, or `software` for a CPU adapter such as lavapipe); available: \
+                 [{}]. Unset PULLBACK_ADAPTER or pick one of these; to get a software adapter \
+                 install Mesa's lavapipe (`apt-get install -y mesa-vulkan-drivers`)",
+                available.join(", ")
+            ),
+            Error::RequestDevice(msg) => {
+                write!(
+                    f,
+                    "the adapter refused to create a device: {msg}; try another adapter with PULLBACK_ADAPTER"
+                )
+            }
+            Error::ShapeMismatch { op, lhs, rhs } => write!(
+                f,
+                "{op}: shapes {lhs:?} and {rhs:?} are incompatible; make them equal or \
+                 broadcastable (NumPy rules: align on the right, each dimension equal or 1)"
+            ),
+            Error::InvalidArgument { op, reason } => write!(f, "{op}: {reason}"),
+            Error::DataLength { expected, got } => write!(
+                f,
+                "data has {got} elements but the shape needs {expected}; pass as many values as \
+                 the product of the shape's dimensions"
+            ),
+            Error::CotangentShape {
+                index,
+                expected,
+                got,
+            } => write!(
+                f,
+                "cotangent {index} has shape {got:?} but its output needs {expected:?} (for \
+                 vjp_batched: [K, *output.shape], K cotangents stacked on a leading axis)"
+            ),
+            Error::CotangentCount {
+                outputs,
+                cotangents,
+            } => write!(
+                f,
+                "{cotangents} cotangents given for {outputs} outputs; pass exactly one per output"
+            ),
+            Error::NonScalarBackward { shape } => write!(
+                f,
+                "backward() needs a scalar output (one element), but this output has shape \
+                 {shape:?}; pass a cotangent of the output's shape with backward_with(&v) \
+                 (v = ones for the summed gradient), or reduce to a scalar first"
+            ),
+            Error::NotTracked { what } => write!(
+                f,
+                "{what} does not require grad; call .requires_grad() on the leaf tensors before \
+                 computing with them"
+            ),
+            Error::DeviceMismatch => write!(
+                f,
+                "tensors from two different devices were combined; create all tensors of one \
+                 computation on the same Device"
+            ),
+            Error::TooLarge { what, bytes, limit } => write!(
+                f,
+                "{what} needs {bytes} bytes but the adapter allows at most {limit} bytes per \
+                 buffer; split the work into smaller tensors or use an adapter with larger limits"
+            ),
+            Error::DeviceLost(msg) => write!(
+                f,
+                "the GPU device was lost ({msg}); create a new Device and rebuild the tensors"
+            ),
+            Error::Gpu(msg) => write!(
+                f,
+                "the GPU reported an error: {msg}; free tensors you no longer need or use \
+                 smaller sizes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub(crate) fn invalid(op: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        op,
+        reason: reason.into(),
+    }
+}

@@ -1,0 +1,312 @@
+//! WGSL registry, the one pipeline cache (keyed by kernel and override
+//! constants), bind group layouts built in one place, and the parameter block
+//! every kernel reads at binding 0. Kernels know no graph: they get buffers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Workgroup size shared by every kernel (`WG` in `shaders/common.wgsl`).
+pub(crate) const WG: u32 = 256;
+
+/// How a kernel uses one storage binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// One WGSL module: `shaders/common.wgsl` followed by the op's own file.
+pub(crate) struct Module {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+macro_rules! module {
+    ($name:literal) => {
+        Module {
+            name: $name,
+            source: concat!(
+                include_str!("../shaders/common.wgsl"),
+                include_str!(concat!("../shaders/", $name, ".wgsl"))
+            ),
+        }
+    };
+}
+
+pub(crate) const UNARY: Module = module!("unary");
+pub(crate) const BINARY: Module = module!("binary");
+pub(crate) const REDUCE: Module = module!("reduce");
+pub(crate) const FILL: Module = module!("fill");
+pub(crate) const ACCUMULATE: Module = module!("accumulate");
+
+/// Every module, for validation.
+#[cfg(test)]
+pub(crate) const MODULES: &[&Module] = &[&UNARY, &BINARY, &REDUCE, &FILL, &ACCUMULATE];
+
+/// An entry point of a module and the storage bindings it uses
+/// (`(binding, access)`; binding 0 is always the parameter block).
+pub(crate) struct Kernel {
+    pub module: &'static Module,
+    pub entry: &'static str,
+    pub bindings: &'static [(u32, Access)],
+}
+
+/// The parameter block at binding 0: `Params` in `shaders/common.wgsl`.
+/// Words 0..8 are scalars; from word 8 on, slots of 6 words hold per-dim
+/// shapes and strides (rank <= 6).
+#[derive(Clone, Copy)]
+pub(crate) struct Params {
+    words: [u32; 64],
+}
+
+pub(crate) const MAX_RANK: usize = 6;
+const SLOT_BASE: usize = 8;
+const SLOTS: usize = (64 - SLOT_BASE) / MAX_RANK;
+
+impl Params {
+    /// `n` elements per batch row, `k` rows (cotangents).
+    pub fn new(n: usize, k: usize) -> Self {
+        let mut words = [0u32; 64];
+        words[0] = n as u32;
+        words[1] = k as u32;
+        Params { words }
+    }
+    pub fn rank(mut self, rank: usize) -> Self {
+        self.words[2] = rank as u32;
+        self
+    }
+    pub fn scalar(mut self, s: f32) -> Self {
+        self.words[3] = s.to_bits();
+        self
+    }
+    /// Extra scalar words `x0..x3` (word 4 + i).
+    pub fn extra(mut self, i: usize, v: usize) -> Self {
+        self.words[4 + i] = v as u32;
+        self
+    }
+    /// Slot `slot` holds `values` (right-aligned dims are the caller's job).
+    pub fn slot(mut self, slot: usize, values: &[usize]) -> Self {
+        debug_assert!(slot < SLOTS && values.len() <= MAX_RANK);
+        for (d, &v) in values.iter().enumerate() {
+            self.words[SLOT_BASE + slot * MAX_RANK + d] = v as u32;
+        }
+        self
+    }
+    fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.words)
+    }
+}
+
+type LayoutKey = Vec<(u32, Access)>;
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+/// Compiled pipelines and layouts of one device; each compiled once.
+#[derive(Default)]
+pub(crate) struct KernelCache {
+    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    layouts: Mutex<HashMap<LayoutKey, Arc<wgpu::BindGroupLayout>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl KernelCache {
+    /// The bind group layout for a binding list: the only place layouts are made.
+    pub fn layout(
+        &self,
+        device: &wgpu::Device,
+        bindings: &[(u32, Access)],
+    ) -> Arc<wgpu::BindGroupLayout> {
+        let mut layouts = self.layouts.lock().unwrap();
+        layouts
+            .entry(bindings.to_vec())
+            .or_insert_with(|| {
+                let storage = |(binding, access): &(u32, Access)| wgpu::BindGroupLayoutEntry {
+                    binding: *binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: *access == Access::Read,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                };
+                let params = wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                };
+                let entries: Vec<_> = std::iter::once(params)
+                    .chain(bindings.iter().map(storage))
+                    .collect();
+                Arc::new(
+                    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: Some("pullback"),
+                        entries: &entries,
+                    }),
+                )
+            })
+            .clone()
+    }
+
+    pub fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+    ) -> Arc<wgpu::ComputePipeline> {
+        let key: PipelineKey = (
+            kernel.module.name,
+            kernel.entry,
+            constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
+        );
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return p.clone();
+        }
+        let module = self
+            .modules
+            .lock()
+            .unwrap()
+            .entry(kernel.module.name)
+            .or_insert_with(|| {
+                Arc::new(device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.module.name),
+                    source: wgpu::ShaderSource::Wgsl(kernel.module.source.into()),
+                }))
+            })
+            .clone();
+        let layout = self.layout(device, kernel.bindings);
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(kernel.entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = Arc::new(
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            }),
+        );
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        pipeline
+    }
+
+    /// Records one dispatch of `threads` invocations (rounded up to whole
+    /// workgroups, spread over x and y past the 65535-per-dimension limit).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        params: &Params,
+        buffers: &[&wgpu::Buffer],
+        workgroups: u64,
+    ) {
+        use wgpu::util::DeviceExt;
+        debug_assert_eq!(buffers.len(), kernel.bindings.len(), "{}", kernel.entry);
+        let pipeline = self.pipeline(device, kernel, constants);
+        let layout = self.layout(device, kernel.bindings);
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("pullback params"),
+            contents: params.bytes(),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for ((binding, _), buffer) in kernel.bindings.iter().zip(buffers) {
+            entries.push(wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: buffer.as_entire_binding(),
+            });
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.entry),
+            layout: &layout,
+            entries: &entries,
+        });
+        let (x, y) = grid(workgroups);
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(kernel.entry),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+    }
+}
+
+/// Splits a workgroup count over x and y (each at most 65535); kernels
+/// recover the linear index as `wid.y * num_workgroups.x + wid.x`.
+pub(crate) fn grid(workgroups: u64) -> (u32, u32) {
+    const MAX: u64 = 65535;
+    let workgroups = workgroups.max(1);
+    if workgroups <= MAX {
+        (workgroups as u32, 1)
+    } else {
+        let y = workgroups.div_ceil(MAX);
+        (workgroups.div_ceil(y) as u32, y as u32)
+    }
+}
+
+/// Workgroups needed for `threads` invocations.
+pub(crate) fn groups_for(threads: u64) -> u64 {
+    threads.div_ceil(WG as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_covers_every_workgroup() {
+        for n in [1u64, 65535, 65536, 1 << 20, 65535 * 65535] {
+            let (x, y) = grid(n);
+            assert!(x as u64 * y as u64 >= n && x <= 65535 && y <= 65535, "{n}");
+        }
+    }
+
+    /// Every module (common.wgsl + the op's file) parses and validates with naga.
+    #[test]
+    fn every_wgsl_module_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".wgsl") && n != "common.wgsl")
+            .collect();
+        on_disk.sort();
+        let mut registered: Vec<String> =
+            MODULES.iter().map(|m| format!("{}.wgsl", m.name)).collect();
+        registered.sort();
+        assert_eq!(
+            on_disk, registered,
+            "every shaders/*.wgsl file must be registered in MODULES"
+        );
+        for m in MODULES {
+            let module = naga::front::wgsl::parse_str(m.source)
+                .unwrap_or_else(|e| panic!("{}.wgsl: {}", m.name, e.emit_to_string(m.source)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}.wgsl: {e:?}", m.name));
+        }
+    }
+}

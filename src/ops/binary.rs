@@ -1,0 +1,224 @@
+//! Elementwise binary ops with NumPy broadcasting (`shaders/binary.wgsl`).
+//! Derivatives: add (1, 1); sub (1, -1); mul (b, a); div (1/b, -a/b²).
+//! Contributions are computed at the output's shape and summed over the
+//! axes each input was broadcast along.
+
+use std::sync::Arc;
+
+use crate::device::Device;
+use crate::error::Result;
+use crate::kernels::{Access, BINARY, Kernel, Params, groups_for};
+use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, flag, record, reduce};
+use crate::pool::Storage;
+use crate::shape::{broadcast_shapes, broadcast_strides, numel};
+use crate::tensor::Tensor;
+
+/// The binary ops; the discriminant is `OP` in `shaders/binary.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BinaryOp {
+    Add = 0,
+    Sub = 1,
+    Mul = 2,
+    Div = 3,
+}
+
+const FORWARD: Kernel = Kernel {
+    module: &BINARY,
+    entry: "forward",
+    bindings: &[(2, Access::Write), (3, Access::Read), (4, Access::Read)],
+};
+const ADJOINT: Kernel = Kernel {
+    module: &BINARY,
+    entry: "adjoint",
+    bindings: &[
+        (1, Access::Read),
+        (2, Access::Write),
+        (3, Access::Read),
+        (4, Access::Read),
+        (5, Access::Write),
+    ],
+};
+
+pub(crate) fn saves(op: BinaryOp) -> &'static [Saved] {
+    match op {
+        BinaryOp::Add | BinaryOp::Sub => &[],
+        BinaryOp::Mul | BinaryOp::Div => &[Saved::Input(0), Saved::Input(1)],
+    }
+}
+
+impl BinaryOp {
+    fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+        }
+    }
+
+    /// Whether d(a op b)/d(input i) is exactly 1, so the contribution is g itself.
+    fn passes_through(self, i: usize) -> bool {
+        matches!((self, i), (BinaryOp::Add, _) | (BinaryOp::Sub, 0))
+    }
+}
+
+/// Parameters for indexing both operands at every output element.
+fn broadcast_params(out: &[usize], a: &[usize], b: &[usize], k: usize) -> Params {
+    Params::new(numel(out), k)
+        .rank(out.len())
+        .slot(0, out)
+        .slot(1, &broadcast_strides(a, out))
+        .slot(2, &broadcast_strides(b, out))
+}
+
+fn apply(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
+    check_operands(a, &[b])?;
+    // x·x is recorded as square(x): same value, and its adjoint reads x once.
+    if op == BinaryOp::Mul && Arc::ptr_eq(&a.inner, &b.inner) {
+        return a.square();
+    }
+    let out_shape = broadcast_shapes(op.name(), a.shape(), b.shape())?;
+    let dev = a.device();
+    let n = numel(&out_shape);
+    let out = dev.alloc("binary output", n)?;
+    let bcast = a.shape() != out_shape.as_slice() || b.shape() != out_shape.as_slice();
+    let params = broadcast_params(&out_shape, a.shape(), b.shape(), 1);
+    let constants = [("OP", op as u32 as f64), ("BCAST", flag(bcast))];
+    let buffers = [&out, &*a.inner.data, &*b.inner.data];
+    dev.dispatch(
+        &FORWARD,
+        &constants,
+        &params,
+        &buffers,
+        groups_for(n.div_ceil(4) as u64),
+    );
+    Ok(record(dev, Op::Binary(op), &[a, b], out, out_shape))
+}
+
+/// a op b for two buffers of `len` values (no broadcasting, no graph).
+pub(crate) fn same_shape(
+    dev: &Device,
+    op: BinaryOp,
+    a: &Storage,
+    b: &Storage,
+    len: usize,
+) -> Result<Storage> {
+    let out = dev.alloc("sum of contributions", len)?;
+    let params = Params::new(len, 1);
+    let constants = [("OP", op as u32 as f64), ("BCAST", 0.0)];
+    dev.dispatch(
+        &FORWARD,
+        &constants,
+        &params,
+        &[&out, a, b],
+        groups_for(len.div_ceil(4) as u64),
+    );
+    Ok(out)
+}
+
+/// Both contributions from one dispatch over all K cotangents, then a sum
+/// over broadcast axes where an input is smaller than the output.
+pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
+    let (dev, k, out) = (cx.dev, cx.k, cx.out_shape);
+    let n = numel(out);
+    let computed: Vec<bool> = (0..2)
+        .map(|i| cx.needs[i] && !op.passes_through(i))
+        .collect();
+    let mut at_out: Vec<Option<Arc<Storage>>> = vec![None, None];
+    if computed.contains(&true) {
+        let buffers: Vec<Storage> = computed
+            .iter()
+            .map(|&c| dev.alloc("binary cotangent", if c { k * n } else { 1 }))
+            .collect::<Result<_>>()?;
+        let (a, b) = (&cx.inputs[0].shape, &cx.inputs[1].shape);
+        let bcast = a.as_slice() != out || b.as_slice() != out;
+        // add/sub read no operand values; bind g in their place.
+        let (sa, sb) = match cx.saved {
+            [sa, sb] => (sa, sb),
+            _ => (cx.g, cx.g),
+        };
+        let constants = [
+            ("OP", op as u32 as f64),
+            ("BCAST", flag(bcast)),
+            ("ALIGNED", flag(n.is_multiple_of(4))),
+            ("NEED_A", flag(computed[0])),
+            ("NEED_B", flag(computed[1])),
+        ];
+        let params = broadcast_params(out, a, b, k);
+        let bound = [&**cx.g, &buffers[0], &**sa, &**sb, &buffers[1]];
+        dev.dispatch(
+            &ADJOINT,
+            &constants,
+            &params,
+            &bound,
+            groups_for(n.div_ceil(4) as u64),
+        );
+        for (slot, (buffer, c)) in at_out.iter_mut().zip(buffers.into_iter().zip(&computed)) {
+            if *c {
+                *slot = Some(Arc::new(buffer));
+            }
+        }
+    }
+    let mut contributions = Vec::with_capacity(2);
+    for (i, slot) in at_out.into_iter().enumerate() {
+        let c = match (cx.needs[i], slot) {
+            (false, _) => None,
+            (true, Some(c)) => Some(reduce::sum_to(dev, &c, k, out, &cx.inputs[i].shape)?),
+            (true, None) => Some(reduce::sum_to(dev, cx.g, k, out, &cx.inputs[i].shape)?),
+        };
+        contributions.push(c);
+    }
+    Ok(contributions)
+}
+
+impl Tensor {
+    /// a + b, with broadcasting.
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Add)
+    }
+    /// a - b, with broadcasting.
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Sub)
+    }
+    /// a · b elementwise, with broadcasting.
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Mul)
+    }
+    /// a / b elementwise, with broadcasting.
+    pub fn div(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Div)
+    }
+}
+
+macro_rules! operator_sugar {
+    ($trait:ident, $method:ident) => {
+        /// Operator sugar for the method of the same name. Panics where the
+        /// method returns an error (shape mismatch, two devices, ...); use the
+        /// method to handle errors.
+        impl std::ops::$trait<&Tensor> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                match Tensor::$method(self, rhs) {
+                    Ok(t) => t,
+                    Err(e) => panic!("{}: {e}", stringify!($method)),
+                }
+            }
+        }
+    };
+}
+
+operator_sugar!(Add, add);
+operator_sugar!(Sub, sub);
+operator_sugar!(Mul, mul);
+operator_sugar!(Div, div);
+
+/// `-&x`: sugar for [`Tensor::neg`]; panics where it returns an error.
+impl std::ops::Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        match Tensor::neg(self) {
+            Ok(t) => t,
+            Err(e) => panic!("neg: {e}"),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The ops. Each family module holds its shape rule, forward dispatch, VJP
+//! rule and what the rule saves; this file holds the one exhaustive match
+//! over op kinds, so an op without an adjoint does not compile.
+
+pub(crate) mod accumulate;
+pub(crate) mod binary;
+pub(crate) mod fill;
+pub(crate) mod reduce;
+pub(crate) mod unary;
+
+use std::sync::Arc;
+
+use crate::device::Device;
+use crate::error::Result;
+use crate::graph::{Input, Node, NodeKind};
+use crate::pool::Storage;
+use crate::tensor::Tensor;
+
+pub(crate) use binary::BinaryOp;
+pub(crate) use unary::UnaryOp;
+
+/// A recorded operation.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    /// Elementwise unary op with its scalar parameter (powf exponent, scalar operand).
+    Unary(UnaryOp, f32),
+    /// Elementwise binary op with broadcasting.
+    Binary(BinaryOp),
+}
+
+/// A value a rule keeps from the forward pass for its adjoint.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Saved {
+    Input(usize),
+    Output,
+}
+
+/// What a VJP rule gets: the batch of K cotangents of the op's output
+/// (`[K, *out_shape]`), its inputs' shapes, what it saved, and which
+/// inputs need a contribution.
+pub(crate) struct VjpCtx<'a> {
+    pub dev: &'a Device,
+    pub k: usize,
+    pub g: &'a Arc<Storage>,
+    pub out_shape: &'a [usize],
+    pub inputs: &'a [Input],
+    pub saved: &'a [Arc<Storage>],
+    pub needs: &'a [bool],
+}
+
+/// One contribution per input (`[K, *input_shape]`), None where not needed.
+pub(crate) type Contributions = Vec<Option<Arc<Storage>>>;
+
+impl Op {
+    pub fn saves(&self) -> &'static [Saved] {
+        match self {
+            Op::Unary(op, _) => unary::saves(*op),
+            Op::Binary(op) => binary::saves(*op),
+        }
+    }
+
+    pub fn vjp(&self, cx: &VjpCtx) -> Result<Contributions> {
+        match self {
+            Op::Unary(op, p) => unary::vjp(cx, *op, *p),
+            Op::Binary(op) => binary::vjp(cx, *op),
+        }
+    }
+}
+
+/// Wraps a forward result. When any input is tracked the result gets a
+/// node that links the inputs and keeps exactly what the rule saves.
+pub(crate) fn record(
+    dev: &Device,
+    op: Op,
+    inputs: &[&Tensor],
+    out: Storage,
+    shape: Vec<usize>,
+) -> Tensor {
+    let data = Arc::new(out);
+    if !inputs.iter().any(|t| t.is_tracked()) {
+        return Tensor::from_storage(dev, data, shape);
+    }
+    let saved = op
+        .saves()
+        .iter()
+        .map(|s| match s {
+            Saved::Input(i) => inputs[*i].inner.data.clone(),
+            Saved::Output => data.clone(),
+        })
+        .collect();
+    let inputs = inputs
+        .iter()
+        .map(|t| Input {
+            node: t.inner.node.clone(),
+            shape: t.shape().to_vec(),
+        })
+        .collect();
+    let node = Node {
+        shape: shape.clone(),
+        kind: NodeKind::Op { op, inputs, saved },
+    };
+    Tensor::with_node(dev, data, shape, Some(Arc::new(node)))
+}
+
+/// Operands must live on one device that is still alive.
+pub(crate) fn check_operands(a: &Tensor, others: &[&Tensor]) -> Result<()> {
+    for t in others {
+        a.device().check_same(t.device())?;
+    }
+    a.device().check_alive()
+}
+
+/// Override constant value for a bool.
+pub(crate) fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}

@@ -1,0 +1,237 @@
+//! Per-device buffer pool and the `Storage` handle that returns its buffer to
+//! the pool when the last reference goes away.
+//!
+//! Reusing a buffer as soon as its last reader has been *encoded* (not
+//! executed) is safe: every dispatch goes through one queue in submission
+//! order, and wgpu inserts a barrier between dispatches that touch the same
+//! storage buffer. Host uploads never write into pooled buffers (they use a
+//! fresh mapped-at-creation buffer), so `queue.write_buffer` reordering cannot
+//! clobber a buffer that a pending dispatch still reads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// Counters of the work a device did; see [`crate::Device::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Command buffers submitted to the queue.
+    pub submits: u64,
+    /// Compute dispatches encoded.
+    pub dispatches: u64,
+    /// Bytes in buffers currently held by tensors, saved values and cotangents.
+    pub live_bytes: u64,
+    /// The most `live_bytes` ever reached (see [`crate::Device::reset_peak`]).
+    pub peak_bytes: u64,
+    /// Bytes in idle buffers kept by the pool for reuse.
+    pub pooled_bytes: u64,
+    /// Buffers created with the GPU (pool misses).
+    pub allocations: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub submits: AtomicU64,
+    pub dispatches: AtomicU64,
+    live: AtomicU64,
+    peak: AtomicU64,
+    pooled: AtomicU64,
+    allocations: AtomicU64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Stats {
+        Stats {
+            submits: self.submits.load(Ordering::Relaxed),
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+            live_bytes: self.live.load(Ordering::Relaxed),
+            peak_bytes: self.peak.load(Ordering::Relaxed),
+            pooled_bytes: self.pooled.load(Ordering::Relaxed),
+            allocations: self.allocations.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn reset_peak(&self) {
+        self.peak
+            .store(self.live.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    fn add_live(&self, bytes: u64) {
+        let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// Buffers usable by every kernel: storage plus both copy directions.
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Rounds a request up to a size class: multiples of 16 bytes (so every buffer
+/// can be read as `array<vec4<f32>>`), and above 4 KiB four classes per octave,
+/// which bounds the waste at 25% while letting similar sizes share buffers.
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(16).next_multiple_of(16);
+    if bytes <= 4096 {
+        return bytes;
+    }
+    let step = 1u64 << (63 - bytes.leading_zeros() - 2);
+    bytes.next_multiple_of(step)
+}
+
+pub(crate) struct Pool {
+    device: wgpu::Device,
+    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    pub counters: Counters,
+    /// Largest buffer the adapter lets us bind as storage.
+    pub max_binding: u64,
+}
+
+impl Pool {
+    pub fn new(device: wgpu::Device, limits: &wgpu::Limits) -> Self {
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        Pool {
+            device,
+            free: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            max_binding,
+        }
+    }
+
+    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        if size_class(bytes) > self.max_binding {
+            return Err(Error::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit: self.max_binding,
+            });
+        }
+        Ok(())
+    }
+
+    /// A buffer of at least `bytes` bytes, from the pool when one is idle.
+    /// Its contents are unspecified: every kernel writes all of its output.
+    pub fn take(self: &Arc<Self>, what: &str, bytes: u64) -> Result<Storage> {
+        self.check_size(what, bytes)?;
+        let class = size_class(bytes);
+        let reused = self.free.lock().unwrap().get_mut(&class).and_then(Vec::pop);
+        let buffer = match reused {
+            Some(b) => {
+                self.counters.pooled.fetch_sub(class, Ordering::Relaxed);
+                b
+            }
+            None => self.create(class, false)?,
+        };
+        self.counters.add_live(class);
+        Ok(Storage {
+            buffer: Some(buffer),
+            class,
+            pool: self.clone(),
+        })
+    }
+
+    /// A fresh buffer holding `data` (mapped at creation, so the upload is
+    /// ordered before any later dispatch without touching the queue).
+    pub fn upload(self: &Arc<Self>, what: &str, data: &[u8]) -> Result<Storage> {
+        self.check_size(what, data.len() as u64)?;
+        let class = size_class(data.len() as u64);
+        let buffer = self.create(class, true)?;
+        {
+            let mut view = buffer
+                .slice(..)
+                .get_mapped_range_mut()
+                .map_err(|e| Error::Gpu(format!("mapping an upload buffer failed: {e}")))?;
+            view.slice(..data.len()).copy_from_slice(data);
+        }
+        buffer.unmap();
+        self.counters.add_live(class);
+        Ok(Storage {
+            buffer: Some(buffer),
+            class,
+            pool: self.clone(),
+        })
+    }
+
+    fn create(&self, class: u64, mapped: bool) -> Result<wgpu::Buffer> {
+        // An error scope turns an out-of-memory into an Err instead of the
+        // device's uncaptured-error handler (which by default panics).
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("pullback"),
+            size: class,
+            usage: STORAGE_USAGE,
+            mapped_at_creation: mapped,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("allocating {class} bytes: {err}")));
+        }
+        self.counters.allocations.fetch_add(1, Ordering::Relaxed);
+        Ok(buffer)
+    }
+
+    /// Drops every idle buffer (memory goes back to the driver).
+    pub fn trim(&self) {
+        let mut free = self.free.lock().unwrap();
+        free.clear();
+        self.counters.pooled.store(0, Ordering::Relaxed);
+    }
+
+    fn give_back(&self, buffer: wgpu::Buffer, class: u64) {
+        self.counters.live.fetch_sub(class, Ordering::Relaxed);
+        self.counters.pooled.fetch_add(class, Ordering::Relaxed);
+        self.free
+            .lock()
+            .unwrap()
+            .entry(class)
+            .or_default()
+            .push(buffer);
+    }
+}
+
+/// A GPU buffer holding f32 data, owned by the pool. Shared through `Arc`;
+/// contents are never modified once a kernel wrote them, except by the
+/// scheduler accumulating into a cotangent it holds the only reference to.
+pub(crate) struct Storage {
+    buffer: Option<wgpu::Buffer>,
+    class: u64,
+    pool: Arc<Pool>,
+}
+
+impl Storage {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer
+            .as_ref()
+            .expect("storage buffer present until drop")
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            self.pool.give_back(buffer, self.class);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_round_up_with_bounded_waste() {
+        assert_eq!(size_class(0), 16);
+        assert_eq!(size_class(4), 16);
+        assert_eq!(size_class(17), 32);
+        assert_eq!(size_class(4096), 4096);
+        assert_eq!(size_class(4097), 5120);
+        for bytes in [5000u64, 1 << 20, (1 << 20) + 1, 3_000_000, 123_456_789] {
+            let c = size_class(bytes);
+            assert!(c >= bytes && c.is_multiple_of(16));
+            assert!((c - bytes) * 4 <= bytes, "{bytes} -> {c}");
+        }
+    }
+}
