@@ -193,11 +193,17 @@ impl Device {
         self.shared.pool.upload(what, bytemuck::cast_slice(data))
     }
 
+    pub(crate) fn upload_u32(&self, what: &str, data: &[u32]) -> Result<Storage> {
+        self.check_alive()?;
+        self.shared.pool.upload(what, bytemuck::cast_slice(data))
+    }
+
     pub(crate) fn check_size(&self, what: &str, len: usize) -> Result<()> {
         self.shared.pool.check_size(what, len as u64 * 4)
     }
 
-    /// Records one dispatch into the pending encoder.
+    /// Records one dispatch of `workgroups` linear workgroups (spread over x
+    /// and y past the 65535-per-dimension limit) into the pending encoder.
     pub(crate) fn dispatch(
         &self,
         kernel: &Kernel,
@@ -205,6 +211,19 @@ impl Device {
         params: &Params,
         buffers: &[&Storage],
         workgroups: u64,
+    ) {
+        let (x, y) = crate::kernels::grid(workgroups);
+        self.dispatch_grid(kernel, constants, params, buffers, (x, y, 1));
+    }
+
+    /// Records one dispatch of an explicit (x, y, z) grid of workgroups.
+    pub(crate) fn dispatch_grid(
+        &self,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+        params: &Params,
+        buffers: &[&Storage],
+        grid: (u32, u32, u32),
     ) {
         let shared = &*self.shared;
         let buffers: Vec<&wgpu::Buffer> = buffers.iter().map(|s| s.buffer()).collect();
@@ -217,7 +236,7 @@ impl Device {
             constants,
             params,
             &buffers,
-            workgroups,
+            grid,
         );
         shared
             .pool

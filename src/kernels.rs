@@ -38,10 +38,24 @@ pub(crate) const BINARY: Module = module!("binary");
 pub(crate) const REDUCE: Module = module!("reduce");
 pub(crate) const FILL: Module = module!("fill");
 pub(crate) const ACCUMULATE: Module = module!("accumulate");
+pub(crate) const LAYOUT: Module = module!("layout");
+pub(crate) const MAX: Module = module!("max");
+pub(crate) const MATMUL: Module = module!("matmul");
+pub(crate) const INDEX: Module = module!("index");
 
 /// Every module, for validation.
 #[cfg(test)]
-pub(crate) const MODULES: &[&Module] = &[&UNARY, &BINARY, &REDUCE, &FILL, &ACCUMULATE];
+pub(crate) const MODULES: &[&Module] = &[
+    &UNARY,
+    &BINARY,
+    &REDUCE,
+    &FILL,
+    &ACCUMULATE,
+    &LAYOUT,
+    &MAX,
+    &MATMUL,
+    &INDEX,
+];
 
 /// An entry point of a module and the storage bindings it uses
 /// (`(binding, access)`; binding 0 is always the parameter block).
@@ -203,8 +217,7 @@ impl KernelCache {
         pipeline
     }
 
-    /// Records one dispatch of `threads` invocations (rounded up to whole
-    /// workgroups, spread over x and y past the 65535-per-dimension limit).
+    /// Records one dispatch of a grid of workgroups.
     #[allow(clippy::too_many_arguments)]
     pub fn encode(
         &self,
@@ -214,7 +227,7 @@ impl KernelCache {
         constants: &[(&'static str, f64)],
         params: &Params,
         buffers: &[&wgpu::Buffer],
-        workgroups: u64,
+        (x, y, z): (u32, u32, u32),
     ) {
         use wgpu::util::DeviceExt;
         debug_assert_eq!(buffers.len(), kernel.bindings.len(), "{}", kernel.entry);
@@ -240,14 +253,13 @@ impl KernelCache {
             layout: &layout,
             entries: &entries,
         });
-        let (x, y) = grid(workgroups);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(kernel.entry),
             timestamp_writes: None,
         });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(x, y, 1);
+        pass.dispatch_workgroups(x, y, z);
     }
 }
 

@@ -35,6 +35,7 @@ use std::sync::Arc;
 pub use adapter::DeviceOptions;
 pub use device::Device;
 pub use error::{Error, Result};
+pub use ops::layout::concat;
 pub use pool::Stats;
 pub use tensor::Tensor;
 pub use wgpu;

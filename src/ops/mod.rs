@@ -4,7 +4,12 @@
 
 pub(crate) mod accumulate;
 pub(crate) mod binary;
+mod composite;
 pub(crate) mod fill;
+mod index;
+pub(crate) mod layout;
+mod matmul;
+mod max;
 pub(crate) mod reduce;
 pub(crate) mod unary;
 
@@ -26,6 +31,32 @@ pub(crate) enum Op {
     Unary(UnaryOp, f32),
     /// Elementwise binary op with broadcasting.
     Binary(BinaryOp),
+    /// Matrix product over the last two axes, batch axes broadcast.
+    Matmul,
+    /// Sum over the axes marked `reduced`, times `scale` (1/count for mean).
+    Sum {
+        reduced: Vec<bool>,
+        scale: f32,
+    },
+    /// Maximum along `axis`; saves the argmax.
+    Max {
+        axis: usize,
+    },
+    Reshape,
+    /// Output axis d is input axis `perm[d]`.
+    Permute(Vec<usize>),
+    BroadcastTo,
+    Narrow {
+        axis: usize,
+        start: usize,
+    },
+    Concat {
+        axis: usize,
+    },
+    IndexSelect {
+        axis: usize,
+        indices: Arc<[u32]>,
+    },
 }
 
 /// A value a rule keeps from the forward pass for its adjoint.
@@ -33,6 +64,8 @@ pub(crate) enum Op {
 pub(crate) enum Saved {
     Input(usize),
     Output,
+    /// The i-th side value of the forward kernel (e.g. argmax indices).
+    Aux(usize),
 }
 
 /// What a VJP rule gets: the batch of K cotangents of the op's output
@@ -56,6 +89,15 @@ impl Op {
         match self {
             Op::Unary(op, _) => unary::saves(*op),
             Op::Binary(op) => binary::saves(*op),
+            Op::Matmul => matmul::SAVES,
+            Op::Max { .. } => max::SAVES,
+            Op::Sum { .. }
+            | Op::Reshape
+            | Op::Permute(_)
+            | Op::BroadcastTo
+            | Op::Narrow { .. }
+            | Op::Concat { .. }
+            | Op::IndexSelect { .. } => &[],
         }
     }
 
@@ -63,6 +105,15 @@ impl Op {
         match self {
             Op::Unary(op, p) => unary::vjp(cx, *op, *p),
             Op::Binary(op) => binary::vjp(cx, *op),
+            Op::Matmul => matmul::vjp(cx),
+            Op::Sum { reduced, scale } => reduce::vjp_sum(cx, reduced, *scale),
+            Op::Max { axis } => max::vjp(cx, *axis),
+            Op::Reshape => layout::vjp_reshape(cx),
+            Op::Permute(perm) => layout::vjp_permute(cx, perm),
+            Op::BroadcastTo => layout::vjp_broadcast(cx),
+            Op::Narrow { axis, start } => layout::vjp_narrow(cx, *axis, *start),
+            Op::Concat { axis } => layout::vjp_concat(cx, *axis),
+            Op::IndexSelect { axis, indices } => index::vjp(cx, *axis, indices),
         }
     }
 }
@@ -73,19 +124,34 @@ pub(crate) fn record(
     dev: &Device,
     op: Op,
     inputs: &[&Tensor],
-    out: Storage,
+    out: impl Into<Arc<Storage>>,
     shape: Vec<usize>,
 ) -> Tensor {
-    let data = Arc::new(out);
+    record_with_aux(dev, op, inputs, out, shape, Vec::new())
+}
+
+/// [`record`] for rules that also save values their forward kernel
+/// computed on the side (`Saved::Aux`, e.g. the argmax of `max`).
+pub(crate) fn record_with_aux(
+    dev: &Device,
+    op: Op,
+    inputs: &[&Tensor],
+    out: impl Into<Arc<Storage>>,
+    shape: Vec<usize>,
+    aux: Vec<Storage>,
+) -> Tensor {
+    let data = out.into();
     if !inputs.iter().any(|t| t.is_tracked()) {
         return Tensor::from_storage(dev, data, shape);
     }
+    let mut aux: Vec<Option<Storage>> = aux.into_iter().map(Some).collect();
     let saved = op
         .saves()
         .iter()
         .map(|s| match s {
             Saved::Input(i) => inputs[*i].inner.data.clone(),
             Saved::Output => data.clone(),
+            Saved::Aux(i) => Arc::new(aux[*i].take().expect("each aux value saved once")),
         })
         .collect();
     let inputs = inputs

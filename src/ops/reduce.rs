@@ -1,14 +1,18 @@
-//! Summation over axes (`shaders/reduce.wgsl`), batched over K rows. It is
-//! the adjoint of broadcasting: a contribution at a broadcast output's shape
-//! is summed back to its input's shape.
+//! Summation over axes (`shaders/reduce.wgsl`), batched over K rows: `sum`,
+//! `mean`, `sum_all`, and the adjoint of broadcasting (a contribution at a
+//! broadcast output's shape is summed back to its input's shape). The
+//! adjoint of a sum is a broadcast (d sum/dx = 1, d mean/dx = 1/count).
 
 use std::sync::Arc;
 
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Result, invalid};
 use crate::kernels::{Access, Kernel, Params, REDUCE, groups_for};
+use crate::ops::layout::{self, View};
+use crate::ops::{Contributions, Op, VjpCtx, check_operands, record};
 use crate::pool::Storage;
 use crate::shape::{contiguous_strides, left_pad, numel};
+use crate::tensor::Tensor;
 
 const SUM_EACH: Kernel = Kernel {
     module: &REDUCE,
@@ -81,4 +85,106 @@ pub(crate) fn sum_masked(
         dev.dispatch(&SUM_EACH, &[], &params, &[src, &out], groups_for(outputs));
     }
     Ok(out)
+}
+
+/// Adjoint of `sum`/`mean`: `scale ·` g broadcast back over the reduced axes.
+pub(crate) fn vjp_sum(cx: &VjpCtx, reduced: &[bool], scale: f32) -> Result<Contributions> {
+    let in_shape = &cx.inputs[0].shape;
+    // g is laid out as the keepdim shape: reduced axes of size 1, stride 0.
+    let kept: Vec<usize> = in_shape
+        .iter()
+        .zip(reduced)
+        .map(|(&d, &r)| if r { 1 } else { d })
+        .collect();
+    let strides: Vec<usize> = contiguous_strides(&kept)
+        .into_iter()
+        .zip(reduced)
+        .map(|(s, &r)| if r { 0 } else { s })
+        .collect();
+    let view = View {
+        shape: in_shape,
+        strides: &strides,
+        offset: 0,
+        row: numel(&kept),
+    };
+    Ok(vec![Some(Arc::new(layout::gather(
+        cx.dev, cx.g, cx.k, &view, scale,
+    )?))])
+}
+
+/// Which axes `axes` names, checked: in range, each once.
+fn reduced_mask(op: &'static str, rank: usize, axes: &[usize]) -> Result<Vec<bool>> {
+    let mut mask = vec![false; rank];
+    for &a in axes {
+        if a >= rank {
+            return Err(invalid(
+                op,
+                format!("axis {a} is out of range for a tensor of rank {rank}"),
+            ));
+        }
+        if std::mem::replace(&mut mask[a], true) {
+            return Err(invalid(op, format!("axis {a} is listed twice in {axes:?}")));
+        }
+    }
+    Ok(mask)
+}
+
+fn reduce(
+    x: &Tensor,
+    op: &'static str,
+    axes: &[usize],
+    keepdim: bool,
+    mean: bool,
+) -> Result<Tensor> {
+    check_operands(x, &[])?;
+    let reduced = reduced_mask(op, x.rank(), axes)?;
+    let count: usize = x
+        .shape()
+        .iter()
+        .zip(&reduced)
+        .filter(|(_, r)| **r)
+        .map(|(d, _)| d)
+        .product();
+    let scale = if mean { 1.0 / count as f32 } else { 1.0 };
+    let out = sum_masked(x.device(), &x.inner.data, 1, x.shape(), &reduced, scale)?;
+    let shape = reduced_shape(x.shape(), &reduced, keepdim);
+    Ok(record(
+        x.device(),
+        Op::Sum { reduced, scale },
+        &[x],
+        out,
+        shape,
+    ))
+}
+
+/// `shape` with the reduced axes set to 1 (keepdim) or removed.
+pub(crate) fn reduced_shape(shape: &[usize], reduced: &[bool], keepdim: bool) -> Vec<usize> {
+    shape
+        .iter()
+        .zip(reduced)
+        .filter_map(|(&d, &r)| match (r, keepdim) {
+            (false, _) => Some(d),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect()
+}
+
+impl Tensor {
+    /// Sum over `axes` (each listed once; none listed: a copy), keeping them
+    /// as size-1 axes when `keepdim`.
+    pub fn sum(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
+        reduce(self, "sum", axes, keepdim, false)
+    }
+
+    /// Mean over `axes`, as [`Tensor::sum`] divided by the count.
+    pub fn mean(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
+        reduce(self, "mean", axes, keepdim, true)
+    }
+
+    /// Sum of every element, as a rank-0 tensor.
+    pub fn sum_all(&self) -> Result<Tensor> {
+        let axes: Vec<usize> = (0..self.rank()).collect();
+        reduce(self, "sum_all", &axes, false, false)
+    }
 }

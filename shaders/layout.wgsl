@@ -1,0 +1,33 @@
+// Strided copies, batched over K rows: every op that only moves values
+// (permute, broadcast_to, narrow, concat) and each of their adjoints is one
+// of these. offset(i) = x1 + strided_offset(i, slot 0 = shape walked, slot 1
+// = strides); x0 = elements per batch row on the strided side.
+// gather:  dst[k*n + i] = scale * src[k*x0 + offset(i)]
+// scatter: dst[k*x0 + offset(i)] = src[k*n + i]
+
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+@compute @workgroup_size(WG)
+fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+          @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(wid, lid, nwg);
+    let n = params.n;
+    if (i >= n) { return; }
+    let off = params.x1 + strided_offset(i, 0u, 1u);
+    for (var k = 0u; k < params.k; k++) {
+        dst[k * n + i] = params.scalar * src[k * params.x0 + off];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(wid, lid, nwg);
+    let n = params.n;
+    if (i >= n) { return; }
+    let off = params.x1 + strided_offset(i, 0u, 1u);
+    for (var k = 0u; k < params.k; k++) {
+        dst[k * params.x0 + off] = src[k * n + i];
+    }
+}

@@ -1,0 +1,80 @@
+// Batched GEMM: C[z] = A[z] · B[z], C is M×N (contiguous), contraction P.
+// Element (i, p) of A[z] is at a_base(z) + i*a_rs + p*a_cs, so a transposed
+// operand is just swapped strides, and B likewise; the batch index z walks
+// the batch shape (slot 2) with per-operand strides (slots 3, 4; 0 where an
+// operand is broadcast). Each workgroup computes a 64×64 tile of C, each
+// invocation a 4×4 block of it, stepping through P 16 at a time with both
+// operand tiles staged in workgroup memory.
+// Slot 0: M, N, P, a_rs, a_cs, b_rs. Slot 1: b_cs. rank = batch rank.
+
+const TILE: u32 = 64u;
+const DEPTH: u32 = 16u;
+
+@group(0) @binding(1) var<storage, read> a_buf: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c_buf: array<f32>;
+@group(0) @binding(3) var<storage, read> b_buf: array<f32>;
+
+// [DEPTH][TILE] each, as vec4 so the inner loop reads four values at once.
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 256>;
+
+@compute @workgroup_size(WG)
+fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let m = dim(0u, 0u);
+    let n = dim(0u, 1u);
+    let p_len = dim(0u, 2u);
+    let a_rs = dim(0u, 3u);
+    let a_cs = dim(0u, 4u);
+    let b_rs = dim(0u, 5u);
+    let b_cs = dim(1u, 0u);
+    let a_base = strided_offset(wid.z, 2u, 3u);
+    let b_base = strided_offset(wid.z, 2u, 4u);
+    let c_base = wid.z * m * n;
+    let row0 = wid.y * TILE;
+    let col0 = wid.x * TILE;
+    let tx = lid.x % 16u;
+    let ty = lid.x / 16u;
+    var acc = array<vec4<f32>, 4>(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
+    for (var p0 = 0u; p0 < p_len; p0 += DEPTH) {
+        for (var e = 0u; e < 4u; e++) {
+            let idx = lid.x + e * WG;
+            // A: depth fastest (contiguous along a row-major A's rows).
+            let p = idx % DEPTH;
+            let i = idx / DEPTH;
+            var v = 0.0;
+            if (row0 + i < m && p0 + p < p_len) {
+                v = a_buf[a_base + (row0 + i) * a_rs + (p0 + p) * a_cs];
+            }
+            a_tile[p * 16u + i / 4u][i % 4u] = v;
+            // B: columns fastest (contiguous along a row-major B's rows).
+            let j = idx % TILE;
+            let q = idx / TILE;
+            var w = 0.0;
+            if (col0 + j < n && p0 + q < p_len) {
+                w = b_buf[b_base + (p0 + q) * b_rs + (col0 + j) * b_cs];
+            }
+            b_tile[q * 16u + j / 4u][j % 4u] = w;
+        }
+        workgroupBarrier();
+        for (var p = 0u; p < DEPTH; p++) {
+            let av = a_tile[p * 16u + ty];
+            let bv = b_tile[p * 16u + tx];
+            acc[0] += av.x * bv;
+            acc[1] += av.y * bv;
+            acc[2] += av.z * bv;
+            acc[3] += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 4u; r++) {
+        let i = row0 + ty * 4u + r;
+        if (i < m) {
+            for (var c = 0u; c < 4u; c++) {
+                let j = col0 + tx * 4u + c;
+                if (j < n) {
+                    c_buf[c_base + i * n + j] = acc[r][c];
+                }
+            }
+        }
+    }
+}

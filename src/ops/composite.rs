@@ -1,0 +1,67 @@
+//! Numerically stable composites built from primitives, so their adjoints
+//! (batched like every other) come from the primitives' rules. The max that
+//! is subtracted for stability is detached: softmax and logsumexp are
+//! invariant to that shift, so no gradient flows through it (as in JAX).
+
+use crate::error::{Result, invalid};
+use crate::tensor::Tensor;
+
+impl Tensor {
+    /// log Σ exp(x) along `axis`, computed as m + log Σ exp(x − m) with
+    /// m = max(x), so it stays finite for large inputs. Its gradient is
+    /// softmax(x).
+    pub fn logsumexp(&self, axis: usize, keepdim: bool) -> Result<Tensor> {
+        let m = self.max(axis, true)?.detach();
+        let lse = self.sub(&m)?.exp()?.sum(&[axis], true)?.log()?.add(&m)?;
+        if keepdim {
+            Ok(lse)
+        } else {
+            let mut shape = self.shape().to_vec();
+            shape.remove(axis);
+            lse.reshape(&shape)
+        }
+    }
+
+    /// exp(x) / Σ exp(x) along `axis`.
+    pub fn softmax(&self, axis: usize) -> Result<Tensor> {
+        let m = self.max(axis, true)?.detach();
+        let e = self.sub(&m)?.exp()?;
+        let total = e.sum(&[axis], true)?;
+        e.div(&total)
+    }
+
+    /// x − logsumexp(x) along `axis`.
+    pub fn log_softmax(&self, axis: usize) -> Result<Tensor> {
+        self.sub(&self.logsumexp(axis, true)?)
+    }
+
+    /// Per-example cross-entropy of logits `[B, C]` against class labels
+    /// (`labels.len() == B`, each `< C`): `l[b] = −log_softmax(x)[b, labels[b]]`,
+    /// a vector of shape `[B]` (sum or mean it for a scalar loss).
+    pub fn cross_entropy(&self, labels: &[u32]) -> Result<Tensor> {
+        let [batch, classes] = *self.shape() else {
+            return Err(invalid(
+                "cross_entropy",
+                format!("logits must be [B, C], got {:?}", self.shape()),
+            ));
+        };
+        if labels.len() != batch {
+            return Err(invalid(
+                "cross_entropy",
+                format!("{} labels for a batch of {batch}", labels.len()),
+            ));
+        }
+        if let Some(bad) = labels.iter().find(|&&l| l as usize >= classes) {
+            return Err(invalid(
+                "cross_entropy",
+                format!("label {bad} is out of range for {classes} classes"),
+            ));
+        }
+        let mut one_hot = vec![0.0; batch * classes];
+        for (b, &l) in labels.iter().enumerate() {
+            one_hot[b * classes + l as usize] = 1.0;
+        }
+        let one_hot = self.device().tensor(&one_hot, &[batch, classes])?;
+        self.log_softmax(1)?.mul(&one_hot)?.sum(&[1], false)?.neg()
+    }
+}

@@ -1,0 +1,132 @@
+//! `index_select` (`shaders/index.wgsl`): picks slices along an axis. Its
+//! adjoint is a scatter-add, done without atomics as a gather over the
+//! inverse index (built on the host), so repeated indices sum exactly and
+//! deterministically.
+
+use std::sync::Arc;
+
+use crate::error::{Result, invalid};
+use crate::kernels::{Access, INDEX, Kernel, Params, groups_for};
+use crate::ops::{Contributions, Op, VjpCtx, check_operands, record};
+use crate::shape::numel;
+use crate::tensor::Tensor;
+
+const FORWARD: Kernel = Kernel {
+    module: &INDEX,
+    entry: "forward",
+    bindings: &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
+};
+const ADJOINT: Kernel = Kernel {
+    module: &INDEX,
+    entry: "adjoint",
+    bindings: &[
+        (1, Access::Read),
+        (2, Access::Write),
+        (3, Access::Read),
+        (4, Access::Read),
+    ],
+};
+
+/// outer, D, inner around `axis`, and L, as the kernels' x0..x3 words.
+fn params(shape: &[usize], axis: usize, len: usize, n: usize, k: usize) -> Params {
+    let (outer, d, inner) = (
+        numel(&shape[..axis]),
+        shape[axis],
+        numel(&shape[axis + 1..]),
+    );
+    Params::new(n, k)
+        .extra(0, d)
+        .extra(1, inner)
+        .extra(2, len)
+        .extra(3, outer)
+}
+
+/// For each d in 0..D, the positions j with indices[j] == d, as CSR
+/// (starts has D + 1 entries).
+fn inverse(indices: &[u32], d_len: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut starts = vec![0u32; d_len + 1];
+    for &i in indices {
+        starts[i as usize + 1] += 1;
+    }
+    for d in 0..d_len {
+        starts[d + 1] += starts[d];
+    }
+    let mut next = starts.clone();
+    let mut list = vec![0u32; indices.len().max(1)];
+    for (j, &i) in indices.iter().enumerate() {
+        list[next[i as usize] as usize] = j as u32;
+        next[i as usize] += 1;
+    }
+    (starts, list)
+}
+
+pub(crate) fn vjp(cx: &VjpCtx, axis: usize, indices: &[u32]) -> Result<Contributions> {
+    let in_shape = &cx.inputs[0].shape;
+    let (starts, list) = inverse(indices, in_shape[axis]);
+    let starts = cx.dev.upload_u32("index_select inverse", &starts)?;
+    let list = cx.dev.upload_u32("index_select inverse", &list)?;
+    let total = numel(in_shape);
+    let out = cx.dev.alloc("index_select cotangent", cx.k * total)?;
+    let params = params(in_shape, axis, indices.len(), total, cx.k);
+    cx.dev.dispatch(
+        &ADJOINT,
+        &[],
+        &params,
+        &[cx.g, &out, &starts, &list],
+        groups_for(total as u64),
+    );
+    Ok(vec![Some(Arc::new(out))])
+}
+
+impl Tensor {
+    /// The slices `indices[j]` along `axis`, in that order (repeats allowed).
+    pub fn index_select(&self, axis: usize, indices: &[u32]) -> Result<Tensor> {
+        check_operands(self, &[])?;
+        let rank = self.rank();
+        if axis >= rank {
+            return Err(invalid(
+                "index_select",
+                format!("axis {axis} is out of range for a tensor of rank {rank}"),
+            ));
+        }
+        let d_len = self.shape()[axis];
+        if let Some(bad) = indices.iter().find(|&&i| i as usize >= d_len) {
+            return Err(invalid(
+                "index_select",
+                format!("index {bad} is out of range for axis {axis} of size {d_len}"),
+            ));
+        }
+        let dev = self.device();
+        let mut shape = self.shape().to_vec();
+        shape[axis] = indices.len();
+        let n = numel(&shape);
+        let idx = dev.upload_u32(
+            "index_select indices",
+            if indices.is_empty() { &[0] } else { indices },
+        )?;
+        let out = dev.alloc("index_select output", n)?;
+        let params = params(self.shape(), axis, indices.len(), n, 1);
+        dev.dispatch(
+            &FORWARD,
+            &[],
+            &params,
+            &[&self.inner.data, &out, &idx],
+            groups_for(n as u64),
+        );
+        let op = Op::IndexSelect {
+            axis,
+            indices: indices.into(),
+        };
+        Ok(record(dev, op, &[self], out, shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inverse_lists_every_position_once() {
+        let (starts, list) = super::inverse(&[2, 0, 2, 1, 2], 4);
+        assert_eq!(starts, vec![0, 1, 2, 5, 5]);
+        assert_eq!(list, vec![1, 3, 0, 2, 4]);
+    }
+}

@@ -1,0 +1,329 @@
+//! Ops that only move values (`shaders/layout.wgsl`), each the adjoint of
+//! another: reshape ↔ reshape (no copy at all), permute ↔ inverse permute,
+//! broadcast_to ↔ sum, narrow ↔ pad with zeros, concat ↔ narrow.
+
+use std::sync::Arc;
+
+use crate::device::Device;
+use crate::error::{Error, Result, invalid};
+use crate::kernels::{Access, Kernel, LAYOUT, Params, groups_for};
+use crate::ops::{Contributions, Op, VjpCtx, check_operands, fill, record, reduce};
+use crate::pool::Storage;
+use crate::shape::{broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, numel};
+use crate::tensor::Tensor;
+
+const GATHER: Kernel = Kernel {
+    module: &LAYOUT,
+    entry: "gather",
+    bindings: &[(1, Access::Read), (2, Access::Write)],
+};
+const SCATTER: Kernel = Kernel {
+    module: &LAYOUT,
+    entry: "scatter",
+    bindings: &[(1, Access::Read), (2, Access::Write)],
+};
+
+/// A strided view of a `[K, ...]` buffer: `shape` walked row-major, element
+/// `i` at `k * row + offset + Σ index_d · strides_d`.
+pub(crate) struct View<'a> {
+    pub shape: &'a [usize],
+    pub strides: &'a [usize],
+    pub offset: usize,
+    pub row: usize,
+}
+
+impl View<'_> {
+    fn params(&self, k: usize, scale: f32) -> Params {
+        Params::new(numel(self.shape), k)
+            .rank(self.shape.len())
+            .scalar(scale)
+            .extra(0, self.row)
+            .extra(1, self.offset)
+            .slot(0, self.shape)
+            .slot(1, self.strides)
+    }
+}
+
+/// A new contiguous `[K, *view.shape]` buffer: `scale ·` the view of `src`.
+pub(crate) fn gather(
+    dev: &Device,
+    src: &Storage,
+    k: usize,
+    view: &View,
+    scale: f32,
+) -> Result<Storage> {
+    let n = numel(view.shape);
+    let out = dev.alloc("copied view", k * n)?;
+    dev.dispatch(
+        &GATHER,
+        &[],
+        &view.params(k, scale),
+        &[src, &out],
+        groups_for(n as u64),
+    );
+    Ok(out)
+}
+
+/// Writes the contiguous `[K, *view.shape]` buffer `src` into the view of `dst`.
+pub(crate) fn scatter(dev: &Device, src: &Storage, k: usize, dst: &Storage, view: &View) {
+    let n = numel(view.shape);
+    dev.dispatch(
+        &SCATTER,
+        &[],
+        &view.params(k, 1.0),
+        &[src, dst],
+        groups_for(n as u64),
+    );
+}
+
+fn check_axis(op: &'static str, axis: usize, rank: usize) -> Result<()> {
+    if axis >= rank {
+        return Err(invalid(
+            op,
+            format!("axis {axis} is out of range for a tensor of rank {rank}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Adjoints of the layout ops; `Op::Reshape` etc. dispatch here.
+pub(crate) fn vjp_reshape(cx: &VjpCtx) -> Result<Contributions> {
+    // Same row-major order: the cotangent buffer is already the answer.
+    Ok(vec![Some(cx.g.clone())])
+}
+
+pub(crate) fn vjp_permute(cx: &VjpCtx, perm: &[usize]) -> Result<Contributions> {
+    let in_shape = &cx.inputs[0].shape;
+    let g_strides = contiguous_strides(cx.out_shape);
+    let mut strides = vec![0; perm.len()];
+    for (d, &p) in perm.iter().enumerate() {
+        strides[p] = g_strides[d];
+    }
+    let view = View {
+        shape: in_shape,
+        strides: &strides,
+        offset: 0,
+        row: numel(cx.out_shape),
+    };
+    Ok(vec![Some(Arc::new(gather(
+        cx.dev, cx.g, cx.k, &view, 1.0,
+    )?))])
+}
+
+pub(crate) fn vjp_broadcast(cx: &VjpCtx) -> Result<Contributions> {
+    Ok(vec![Some(reduce::sum_to(
+        cx.dev,
+        cx.g,
+        cx.k,
+        cx.out_shape,
+        &cx.inputs[0].shape,
+    )?)])
+}
+
+pub(crate) fn vjp_narrow(cx: &VjpCtx, axis: usize, start: usize) -> Result<Contributions> {
+    let in_shape = &cx.inputs[0].shape;
+    let out = fill::fill(cx.dev, cx.k * numel(in_shape), 0.0)?;
+    let strides = contiguous_strides(in_shape);
+    let view = View {
+        shape: cx.out_shape,
+        strides: &strides,
+        offset: start * strides[axis],
+        row: numel(in_shape),
+    };
+    scatter(cx.dev, cx.g, cx.k, &out, &view);
+    Ok(vec![Some(Arc::new(out))])
+}
+
+pub(crate) fn vjp_concat(cx: &VjpCtx, axis: usize) -> Result<Contributions> {
+    let strides = contiguous_strides(cx.out_shape);
+    let mut start = 0;
+    let mut contributions = Vec::with_capacity(cx.inputs.len());
+    for (input, &need) in cx.inputs.iter().zip(cx.needs) {
+        let view = View {
+            shape: &input.shape,
+            strides: &strides,
+            offset: start * strides[axis],
+            row: numel(cx.out_shape),
+        };
+        start += input.shape[axis];
+        contributions.push(if need {
+            Some(Arc::new(gather(cx.dev, cx.g, cx.k, &view, 1.0)?))
+        } else {
+            None
+        });
+    }
+    Ok(contributions)
+}
+
+/// Joins tensors of equal shape except along `axis` (PyTorch's `cat`).
+pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
+    let Some(first) = tensors.first() else {
+        return Err(invalid("concat", "needs at least one tensor"));
+    };
+    check_operands(first, &tensors[1..])?;
+    check_axis("concat", axis, first.rank())?;
+    let mut shape = first.shape().to_vec();
+    shape[axis] = 0;
+    for t in tensors {
+        let same_rank = t.rank() == first.rank();
+        if !same_rank || (0..t.rank()).any(|d| d != axis && t.shape()[d] != first.shape()[d]) {
+            return Err(Error::ShapeMismatch {
+                op: "concat",
+                lhs: first.shape().to_vec(),
+                rhs: t.shape().to_vec(),
+            });
+        }
+        shape[axis] += t.shape()[axis];
+    }
+    let dev = first.device();
+    let out = dev.alloc("concat output", numel(&shape))?;
+    let strides = contiguous_strides(&shape);
+    let mut start = 0;
+    for t in tensors {
+        let view = View {
+            shape: t.shape(),
+            strides: &strides,
+            offset: start * strides[axis],
+            row: numel(&shape),
+        };
+        scatter(dev, &t.inner.data, 1, &out, &view);
+        start += t.shape()[axis];
+    }
+    Ok(record(dev, Op::Concat { axis }, tensors, out, shape))
+}
+
+impl Tensor {
+    /// The same values in a new shape with the same element count (no copy).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        check_operands(self, &[])?;
+        check_rank("reshape", shape)?;
+        if numel(shape) != self.numel() {
+            return Err(invalid(
+                "reshape",
+                format!(
+                    "cannot reshape {:?} ({} elements) to {shape:?} ({} elements)",
+                    self.shape(),
+                    self.numel(),
+                    numel(shape)
+                ),
+            ));
+        }
+        Ok(record(
+            self.device(),
+            Op::Reshape,
+            &[self],
+            self.inner.data.clone(),
+            shape.to_vec(),
+        ))
+    }
+
+    /// Reorders the axes: output axis d is input axis `perm[d]`.
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        check_operands(self, &[])?;
+        let rank = self.rank();
+        let mut seen = vec![false; rank];
+        if perm.len() != rank
+            || perm
+                .iter()
+                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(invalid(
+                "permute",
+                format!(
+                    "{perm:?} is not a permutation of the {rank} axes of {:?}",
+                    self.shape()
+                ),
+            ));
+        }
+        let in_strides = contiguous_strides(self.shape());
+        let shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
+        let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+        let view = View {
+            shape: &shape,
+            strides: &strides,
+            offset: 0,
+            row: self.numel(),
+        };
+        let out = gather(self.device(), &self.inner.data, 1, &view, 1.0)?;
+        Ok(record(
+            self.device(),
+            Op::Permute(perm.to_vec()),
+            &[self],
+            out,
+            shape,
+        ))
+    }
+
+    /// Swaps axes `a` and `b`.
+    pub fn transpose(&self, a: usize, b: usize) -> Result<Tensor> {
+        check_axis("transpose", a.max(b), self.rank())?;
+        let mut perm: Vec<usize> = (0..self.rank()).collect();
+        perm.swap(a, b);
+        self.permute(&perm)
+    }
+
+    /// Repeats the tensor along axes of size 1 (and new leading axes) to `shape`.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
+        check_operands(self, &[])?;
+        check_rank("broadcast_to", shape)?;
+        if self.rank() > shape.len()
+            || broadcast_shapes("broadcast_to", self.shape(), shape)? != shape
+        {
+            return Err(Error::ShapeMismatch {
+                op: "broadcast_to",
+                lhs: self.shape().to_vec(),
+                rhs: shape.to_vec(),
+            });
+        }
+        let strides = broadcast_strides(self.shape(), shape);
+        let view = View {
+            shape,
+            strides: &strides,
+            offset: 0,
+            row: self.numel(),
+        };
+        let out = gather(self.device(), &self.inner.data, 1, &view, 1.0)?;
+        Ok(record(
+            self.device(),
+            Op::BroadcastTo,
+            &[self],
+            out,
+            shape.to_vec(),
+        ))
+    }
+
+    /// Elements `start..start + len` along `axis`.
+    pub fn narrow(&self, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+        check_operands(self, &[])?;
+        check_axis("narrow", axis, self.rank())?;
+        let size = self.shape()[axis];
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Err(invalid(
+                "narrow",
+                format!("range {start}..{start}+{len} exceeds axis {axis} of size {size}"),
+            ));
+        }
+        let mut shape = self.shape().to_vec();
+        shape[axis] = len;
+        let strides = contiguous_strides(self.shape());
+        let view = View {
+            shape: &shape,
+            strides: &strides,
+            offset: start * strides[axis],
+            row: self.numel(),
+        };
+        let out = gather(self.device(), &self.inner.data, 1, &view, 1.0)?;
+        Ok(record(
+            self.device(),
+            Op::Narrow { axis, start },
+            &[self],
+            out,
+            shape,
+        ))
+    }
+
+    /// Joins tensors along `axis`; see [`concat`].
+    pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
+        concat(tensors, axis)
+    }
+}
