@@ -1,1 +1,200 @@
-fn main() {}
+//! Elementwise VJP benchmarks (`cargo bench --bench elementwise`).
+//!
+//! - W1: `y = x*x`, n = 2^20, one cotangent (`pullback::vjp`), counted as
+//!   12 bytes per element (read x, read v, write the gradient), against
+//! - copy: a plain WGSL vec4 copy kernel on the same device over the same
+//!   2^20 f32 values, counted as 8 bytes per element (read + write): the
+//!   bandwidth an elementwise kernel can hope for on this adapter.
+//! - W2: `y = sin(x)*exp(x)`, n = 2^16, K = 64 cotangents: one
+//!   `vjp_batched` against a loop of 64 `vjp` calls.
+//!
+//! Every timed iteration ends with the GPU idle (`dev.synchronize()`, or a
+//! blocking poll for the copy kernel), so GPU time is included. After
+//! criterion finishes, a summary of this run is printed: criterion's mean
+//! from `<criterion dir>/<group>/<id>/new/estimates.json` when this run wrote
+//! it, otherwise (filtered runs) a short median timing loop.
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use common::{RawKernel, RunFacts, measured, values};
+use criterion::{Criterion, SamplingMode, Throughput};
+use pullback::{Device, Tensor};
+
+const W1_N: usize = 1 << 20;
+const W2_N: usize = 1 << 16;
+const W2_K: usize = 64;
+
+/// W1's inputs: x (tracked), y = x*x and the cotangent v, all of length 2^20.
+struct W1 {
+    dev: Device,
+    x: Tensor,
+    y: Tensor,
+    v: Tensor,
+}
+
+impl W1 {
+    fn new(dev: &Device) -> W1 {
+        let x = dev
+            .tensor(&values(W1_N, 1), &[W1_N])
+            .unwrap()
+            .requires_grad();
+        let y = x.mul(&x).unwrap();
+        let v = dev.tensor(&values(W1_N, 2), &[W1_N]).unwrap();
+        dev.synchronize().unwrap();
+        W1 {
+            dev: dev.clone(),
+            x,
+            y,
+            v,
+        }
+    }
+
+    fn run(&self) {
+        let g = pullback::vjp(&[&self.y], &[&self.v], &[&self.x]).unwrap();
+        self.dev.synchronize().unwrap();
+        black_box(g);
+    }
+}
+
+/// The copy baseline: a plain WGSL vec4 copy over the same 2^20 values.
+fn copy_kernel(dev: &Device) -> RawKernel {
+    let src = RawKernel::buffer(dev, 0, Some(&values(W1_N, 3)));
+    let dst = RawKernel::buffer(dev, (W1_N * 4) as u64, None);
+    let workgroups = (W1_N / 4).div_ceil(256) as u32;
+    RawKernel::new(
+        dev,
+        include_str!("copy.wgsl"),
+        "copy_vec4",
+        &[(&src, true), (&dst, false)],
+        workgroups,
+    )
+}
+
+/// W2's inputs: x (tracked), y = sin(x)*exp(x), the K cotangents as one
+/// [K, n] tensor and as K tensors of [n].
+struct W2 {
+    dev: Device,
+    x: Tensor,
+    y: Tensor,
+    v_batched: Tensor,
+    v_rows: Vec<Tensor>,
+}
+
+impl W2 {
+    fn new(dev: &Device) -> W2 {
+        let x = dev
+            .tensor(&values(W2_N, 4), &[W2_N])
+            .unwrap()
+            .requires_grad();
+        let y = x.sin().unwrap().mul(&x.exp().unwrap()).unwrap();
+        let rows: Vec<Vec<f32>> = (0..W2_K).map(|k| values(W2_N, 10 + k)).collect();
+        let v_batched = dev.tensor(&rows.concat(), &[W2_K, W2_N]).unwrap();
+        let v_rows = rows
+            .iter()
+            .map(|r| dev.tensor(r, &[W2_N]).unwrap())
+            .collect();
+        dev.synchronize().unwrap();
+        W2 {
+            dev: dev.clone(),
+            x,
+            y,
+            v_batched,
+            v_rows,
+        }
+    }
+
+    fn batched(&self) {
+        let g = pullback::vjp_batched(&[&self.y], &[&self.v_batched], &[&self.x]).unwrap();
+        self.dev.synchronize().unwrap();
+        black_box(g);
+    }
+
+    fn looped(&self) {
+        let gs: Vec<_> = self
+            .v_rows
+            .iter()
+            .map(|v| pullback::vjp(&[&self.y], &[v], &[&self.x]).unwrap())
+            .collect();
+        self.dev.synchronize().unwrap();
+        black_box(gs);
+    }
+}
+
+// Criterion ids: "<group>/<function>"; plain names so the result
+// directories are exactly these.
+const ID_W1: (&str, &str) = ("W1", "vjp_x_mul_x_n1048576");
+const ID_COPY: (&str, &str) = ("copy", "wgsl_vec4_n1048576");
+const ID_W2_BATCHED: (&str, &str) = ("W2", "vjp_batched_K64_n65536");
+const ID_W2_LOOPED: (&str, &str) = ("W2", "vjp_loop_K64_n65536");
+
+fn main() {
+    let facts = RunFacts::capture();
+    let dev = Device::new().unwrap_or_else(|e| panic!("no pullback device: {e}"));
+
+    let mut c = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .configure_from_args();
+
+    let w1 = W1::new(&dev);
+    let copy = copy_kernel(&dev);
+    let w2 = W2::new(&dev);
+
+    {
+        let mut g = c.benchmark_group(ID_W1.0);
+        g.throughput(Throughput::Bytes(12 * W1_N as u64));
+        g.bench_function(ID_W1.1, |b| b.iter(|| w1.run()));
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group(ID_COPY.0);
+        g.throughput(Throughput::Bytes(8 * W1_N as u64));
+        g.bench_function(ID_COPY.1, |b| b.iter(|| copy.run()));
+        g.finish();
+    }
+    {
+        let mut g = c.benchmark_group(ID_W2_BATCHED.0);
+        g.sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(8));
+        g.bench_function(ID_W2_BATCHED.1, |b| b.iter(|| w2.batched()));
+        g.bench_function(ID_W2_LOOPED.1, |b| b.iter(|| w2.looped()));
+        g.finish();
+    }
+    c.final_summary();
+    if !measured() {
+        return;
+    }
+
+    let (w1_s, w1_src) = facts.seconds(ID_W1, 15, &|| w1.run());
+    let (copy_s, copy_src) = facts.seconds(ID_COPY, 15, &|| copy.run());
+    let (bat_s, bat_src) = facts.seconds(ID_W2_BATCHED, 7, &|| w2.batched());
+    let (loop_s, loop_src) = facts.seconds(ID_W2_LOOPED, 5, &|| w2.looped());
+    let w1_gbs = 12.0 * W1_N as f64 / w1_s / 1e9;
+    let copy_gbs = 8.0 * W1_N as f64 / copy_s / 1e9;
+
+    println!();
+    println!("== pullback elementwise summary (this run; GB/s = 1e9 bytes/s) ==");
+    facts.print(&dev);
+    println!(
+        "W1 vjp y=x*x, n=2^20:    {:8.3} ms  {:6.2} GB/s (12 B/elem)  [{w1_src}]",
+        w1_s * 1e3,
+        w1_gbs
+    );
+    println!(
+        "copy WGSL vec4, n=2^20:  {:8.3} ms  {:6.2} GB/s (8 B/elem)   [{copy_src}]",
+        copy_s * 1e3,
+        copy_gbs
+    );
+    println!("W1 / copy bandwidth:     {:8.2}", w1_gbs / copy_gbs);
+    println!(
+        "W2 sin(x)*exp(x), n=2^16, K=64: batched {:.3} ms [{bat_src}], looped {:.3} ms [{loop_src}]",
+        bat_s * 1e3,
+        loop_s * 1e3
+    );
+    println!("W2 looped / batched:     {:8.2}", loop_s / bat_s);
+}

@@ -8,6 +8,13 @@
 @group(0) @binding(3) var<storage, read_write> arg_out: array<u32>;
 @group(0) @binding(4) var<storage, read> arg_in: array<u32>;
 
+// WGSL lets implementations assume no NaN is present, and some (lavapipe's
+// LLVM backend) fold `x != x` to false; test the bits instead: NaN is an
+// all-ones exponent with a nonzero mantissa.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -20,8 +27,7 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     var arg = 0u;
     for (var d = 1u; d < d_len; d++) {
         let v = src[base + d * inner];
-        let best_is_nan = best != best;
-        if (!best_is_nan && (v > best || v != v)) {
+        if (!is_nan(best) && (v > best || is_nan(v))) {
             best = v;
             arg = d;
         }

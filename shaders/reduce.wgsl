@@ -3,14 +3,30 @@
 // adjoint of broadcasting. Compensated (Kahan) sums keep f32 error near one
 // rounding for long reductions.
 // Params: n = outputs per row, k = K, x0 = R (elements summed per output),
-// x1 = input elements per row, scalar = scale. Slots: 0 = kept shape (1 on
-// reduced axes), 1 = input strides of kept axes, 2 = reduced shape (1 on kept
-// axes), 3 = input strides of reduced axes.
+// x1 = input elements per row, x2 = the bits of 1.0 (see opaque_one),
+// scalar = scale. Slots: 0 = kept shape (1 on reduced axes), 1 = input
+// strides of kept axes, 2 = reduced shape (1 on kept axes), 3 = input
+// strides of reduced axes.
 
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
 var<workgroup> partial: array<f32, WG>;
+
+// 1.0, read from the parameter block (x2 holds its bits) so that the shader
+// compiler cannot see it. Compilers that treat float math as reassociable
+// (Mesa does for SPIR-V, which naga emits without NoContraction) otherwise
+// fold Kahan's compensation ((s + y) - s) - y to 0, leaving a plain sum.
+fn opaque_one() -> f32 {
+    return bitcast<f32>(params.x2);
+}
+
+// One Kahan step: adds `x` to sc = (sum, compensation).
+fn kahan_add(sc: vec2<f32>, x: f32, one: f32) -> vec2<f32> {
+    let y = x - sc.y;
+    let t = sc.x + y;
+    return vec2(t, (t * one - sc.x) - y);
+}
 
 fn base_offset(o: u32) -> u32 {
     return (o / params.n) * params.x1 + strided_offset(o % params.n, 0u, 1u);
@@ -23,15 +39,12 @@ fn sum_each(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     let o = linear_id(wid, lid, nwg);
     if (o >= params.n * params.k) { return; }
     let base = base_offset(o);
-    var s = 0.0;
-    var c = 0.0;
+    let one = opaque_one();
+    var sc = vec2(0.0);
     for (var r = 0u; r < params.x0; r++) {
-        let y = src[base + strided_offset(r, 2u, 3u)] - c;
-        let t = s + y;
-        c = (t - s) - y;
-        s = t;
+        sc = kahan_add(sc, src[base + strided_offset(r, 2u, 3u)], one);
     }
-    dst[o] = s * params.scalar;
+    dst[o] = sc.x * params.scalar;
 }
 
 // One workgroup per output: for few outputs, each a long sum.
@@ -41,15 +54,12 @@ fn sum_group(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     let o = workgroup_linear(wid, nwg);
     if (o >= params.n * params.k) { return; }
     let base = base_offset(o);
-    var s = 0.0;
-    var c = 0.0;
+    let one = opaque_one();
+    var sc = vec2(0.0);
     for (var r = lid.x; r < params.x0; r += WG) {
-        let y = src[base + strided_offset(r, 2u, 3u)] - c;
-        let t = s + y;
-        c = (t - s) - y;
-        s = t;
+        sc = kahan_add(sc, src[base + strided_offset(r, 2u, 3u)], one);
     }
-    partial[lid.x] = s;
+    partial[lid.x] = sc.x;
     workgroupBarrier();
     for (var width = WG / 2u; width > 0u; width /= 2u) {
         if (lid.x < width) {

@@ -185,7 +185,7 @@ impl Device {
     /// A pooled buffer for `len` f32 values.
     pub(crate) fn alloc(&self, what: &str, len: usize) -> Result<Storage> {
         self.check_alive()?;
-        self.shared.pool.take(what, len as u64 * 4)
+        self.shared.pool.take(what, (len as u64).saturating_mul(4))
     }
 
     pub(crate) fn upload(&self, what: &str, data: &[f32]) -> Result<Storage> {
@@ -199,7 +199,9 @@ impl Device {
     }
 
     pub(crate) fn check_size(&self, what: &str, len: usize) -> Result<()> {
-        self.shared.pool.check_size(what, len as u64 * 4)
+        self.shared
+            .pool
+            .check_size(what, (len as u64).saturating_mul(4))
     }
 
     /// Records one dispatch of `workgroups` linear workgroups (spread over x
@@ -248,10 +250,14 @@ impl Device {
     /// Submits the pending encoder, if any work was recorded: one submit.
     pub(crate) fn flush(&self) -> Result<()> {
         self.check_alive()?;
-        let encoder = self.shared.pending.lock().unwrap().take();
-        if let Some(encoder) = encoder {
+        // Submit while holding the lock: once the encoder is taken, another
+        // thread must not record and submit work that depends on it (say, a
+        // pooled buffer its dispatches still read) ahead of it.
+        let mut pending = self.shared.pending.lock().unwrap();
+        if let Some(encoder) = pending.take() {
             self.submit(encoder);
         }
+        drop(pending);
         self.check_alive()
     }
 
@@ -290,15 +296,14 @@ impl Device {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self
-            .shared
-            .pending
-            .lock()
-            .unwrap()
+        // As in `flush`: take, record the copy and submit under one lock.
+        let mut pending = self.shared.pending.lock().unwrap();
+        let mut encoder = pending
             .take()
             .unwrap_or_else(|| new_encoder(&self.shared.device));
         encoder.copy_buffer_to_buffer(storage.buffer(), 0, &staging, 0, bytes);
         self.submit(encoder);
+        drop(pending);
         let (tx, rx) = futures::channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r.map_err(|e| Error::Gpu(format!("reading back a tensor: {e}"))));
@@ -321,9 +326,25 @@ impl Device {
     pub(crate) fn read(&self, storage: &Storage, len: usize) -> Result<Vec<f32>> {
         let (staging, mut rx) = self.start_read(storage, len)?;
         self.wait()?;
-        match rx.try_recv() {
-            Ok(Some(result)) => result?,
-            _ => return Err(self.lost_or("the readback did not complete")),
+        // The copy is done once `wait` returns, but the map callback runs on
+        // whichever thread polled the device: when another thread's poll
+        // collected it, it may still be on its way here. wgpu always calls a
+        // map callback (with an error if the device is lost), so wait for it,
+        // polling, with a deadline as a safety net.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match rx.try_recv() {
+                Ok(Some(result)) => break result?,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    self.shared
+                        .device
+                        .poll(wgpu::PollType::Poll)
+                        .map_err(|e| Error::DeviceLost(e.to_string()))?;
+                    self.check_alive()?;
+                    std::thread::yield_now();
+                }
+                _ => return Err(self.lost_or("the readback did not complete")),
+            }
         }
         self.finish_read(staging, len)
     }

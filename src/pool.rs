@@ -103,7 +103,8 @@ impl Pool {
     }
 
     pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
-        if size_class(bytes) > self.max_binding {
+        // `bytes` first: size_class would overflow near u64::MAX.
+        if bytes > self.max_binding || size_class(bytes) > self.max_binding {
             return Err(Error::TooLarge {
                 what: what.to_string(),
                 bytes,

@@ -3,8 +3,16 @@
 use crate::error::{Error, Result, invalid};
 use crate::kernels::MAX_RANK;
 
+/// Element count; saturates at `usize::MAX` (no such tensor fits in a
+/// buffer: the size check reports it as `TooLarge`).
 pub(crate) fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    if shape.contains(&0) {
+        return 0;
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .unwrap_or(usize::MAX)
 }
 
 pub(crate) fn check_rank(op: &'static str, shape: &[usize]) -> Result<()> {
@@ -17,7 +25,10 @@ pub(crate) fn check_rank(op: &'static str, shape: &[usize]) -> Result<()> {
             ),
         ));
     }
-    if shape.iter().any(|&d| d > u32::MAX as usize / 4) {
+    // A nonempty tensor with a dimension this large cannot fit in any
+    // buffer, and the size check says so (TooLarge); an empty one allocates
+    // nothing, but its dimensions still have to fit the kernels' u32s.
+    if numel(shape) == 0 && shape.iter().any(|&d| d > u32::MAX as usize / 4) {
         return Err(invalid(
             op,
             format!("shape {shape:?} has a dimension too large for 32-bit indexing"),

@@ -4,6 +4,7 @@
 //! invariant to that shift, so no gradient flows through it (as in JAX).
 
 use crate::error::{Result, invalid};
+use crate::ops::layout::check_axis;
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -11,6 +12,7 @@ impl Tensor {
     /// m = max(x), so it stays finite for large inputs. Its gradient is
     /// softmax(x).
     pub fn logsumexp(&self, axis: usize, keepdim: bool) -> Result<Tensor> {
+        check_axis("logsumexp", axis, self.rank())?;
         let m = self.max(axis, true)?.detach();
         let lse = self.sub(&m)?.exp()?.sum(&[axis], true)?.log()?.add(&m)?;
         if keepdim {
@@ -24,6 +26,7 @@ impl Tensor {
 
     /// exp(x) / Σ exp(x) along `axis`.
     pub fn softmax(&self, axis: usize) -> Result<Tensor> {
+        check_axis("softmax", axis, self.rank())?;
         let m = self.max(axis, true)?.detach();
         let e = self.sub(&m)?.exp()?;
         let total = e.sum(&[axis], true)?;
@@ -32,6 +35,7 @@ impl Tensor {
 
     /// x − logsumexp(x) along `axis`.
     pub fn log_softmax(&self, axis: usize) -> Result<Tensor> {
+        check_axis("log_softmax", axis, self.rank())?;
         self.sub(&self.logsumexp(axis, true)?)
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::error::{Result, invalid};
 use crate::kernels::{Access, INDEX, Kernel, Params, groups_for};
+use crate::ops::layout::check_axis;
 use crate::ops::{Contributions, Op, VjpCtx, check_operands, record};
 use crate::shape::numel;
 use crate::tensor::Tensor;
@@ -82,13 +83,7 @@ impl Tensor {
     /// The slices `indices[j]` along `axis`, in that order (repeats allowed).
     pub fn index_select(&self, axis: usize, indices: &[u32]) -> Result<Tensor> {
         check_operands(self, &[])?;
-        let rank = self.rank();
-        if axis >= rank {
-            return Err(invalid(
-                "index_select",
-                format!("axis {axis} is out of range for a tensor of rank {rank}"),
-            ));
-        }
+        check_axis("index_select", axis, self.rank())?;
         let d_len = self.shape()[axis];
         if let Some(bad) = indices.iter().find(|&&i| i as usize >= d_len) {
             return Err(invalid(

@@ -76,7 +76,8 @@ pub(crate) fn scatter(dev: &Device, src: &Storage, k: usize, dst: &Storage, view
     );
 }
 
-fn check_axis(op: &'static str, axis: usize, rank: usize) -> Result<()> {
+/// `axis` must name an axis of a rank-`rank` tensor.
+pub(crate) fn check_axis(op: &'static str, axis: usize, rank: usize) -> Result<()> {
     if axis >= rank {
         return Err(invalid(
             op,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Result, invalid};
 use crate::kernels::{Access, Kernel, MAX, Params, groups_for};
+use crate::ops::layout::check_axis;
 use crate::ops::reduce::reduced_shape;
 use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, record_with_aux};
 use crate::shape::numel;
@@ -60,13 +61,7 @@ impl Tensor {
     /// Maximum along `axis`; the gradient goes to the first maximal element.
     pub fn max(&self, axis: usize, keepdim: bool) -> Result<Tensor> {
         check_operands(self, &[])?;
-        let rank = self.rank();
-        if axis >= rank {
-            return Err(invalid(
-                "max",
-                format!("axis {axis} is out of range for a tensor of rank {rank}"),
-            ));
-        }
+        check_axis("max", axis, self.rank())?;
         if self.shape()[axis] == 0 {
             return Err(invalid(
                 "max",
@@ -87,7 +82,7 @@ impl Tensor {
             &[&self.inner.data, &out, &arg],
             groups_for(n as u64),
         );
-        let reduced: Vec<bool> = (0..rank).map(|d| d == axis).collect();
+        let reduced: Vec<bool> = (0..self.rank()).map(|d| d == axis).collect();
         let shape = reduced_shape(self.shape(), &reduced, keepdim);
         Ok(record_with_aux(
             dev,

@@ -73,6 +73,8 @@ pub(crate) fn sum_masked(
         .scalar(scale)
         .extra(0, r)
         .extra(1, numel(shape))
+        // 1.0 for the shader's Kahan compensation (see `opaque_one`).
+        .extra(2, 1.0f32.to_bits() as usize)
         .slot(0, &kept_shape)
         .slot(1, &kept_strides)
         .slot(2, &red_shape)
@@ -116,12 +118,7 @@ pub(crate) fn vjp_sum(cx: &VjpCtx, reduced: &[bool], scale: f32) -> Result<Contr
 fn reduced_mask(op: &'static str, rank: usize, axes: &[usize]) -> Result<Vec<bool>> {
     let mut mask = vec![false; rank];
     for &a in axes {
-        if a >= rank {
-            return Err(invalid(
-                op,
-                format!("axis {a} is out of range for a tensor of rank {rank}"),
-            ));
-        }
+        layout::check_axis(op, a, rank)?;
         if std::mem::replace(&mut mask[a], true) {
             return Err(invalid(op, format!("axis {a} is listed twice in {axes:?}")));
         }

@@ -1,0 +1,179 @@
+//! Linear-algebra benchmarks (`cargo bench --bench linalg`).
+//!
+//! - W3: a 2-layer MLP, B=256, D=512, H=1024, C=10:
+//!   `h = tanh(X·W1 + b1)`, `z = h·W2 + b2`, per-example cross-entropy
+//!   `l ∈ R^B`; forward + `l.backward_with(ones)` into W1, b1, W2, b2 (X is a
+//!   constant, so dX is pruned). GFLOP/s counts the five GEMMs:
+//!   2BDH + 2BHC forward, 2DBH (dW1) + 2BCH (dh) + 2HBC (dW2) backward.
+//! - matmul 1024³: one `a.matmul(&b)`, 2·1024³ FLOP.
+//! - FMA peak: a WGSL kernel of independent vec4 FMAs, the adapter's
+//!   attainable arithmetic rate, next to which the GEMM's rate is read.
+//!
+//! Every timed iteration ends with the GPU idle (`dev.synchronize()`).
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use common::{RawKernel, RunFacts, measured, values};
+use criterion::{Criterion, SamplingMode, Throughput};
+use pullback::{Device, Tensor};
+
+const B: usize = 256;
+const D: usize = 512;
+const H: usize = 1024;
+const C: usize = 10;
+const W3_FLOP: u64 =
+    (2 * B * D * H + 2 * B * H * C + 2 * D * B * H + 2 * B * C * H + 2 * H * B * C) as u64;
+const MM_N: usize = 1024;
+const MM_FLOP: u64 = 2 * (MM_N * MM_N * MM_N) as u64;
+const FMA_THREADS: usize = 256 * 256;
+const FMA_FLOP: u64 = FMA_THREADS as u64 * 1024 * 64;
+
+const ID_W3: (&str, &str) = ("W3", "mlp_B256_D512_H1024_C10_fwd_bwd");
+const ID_MM: (&str, &str) = ("matmul", "n1024");
+const ID_FMA: (&str, &str) = ("fma_peak", "wgsl_vec4_fma");
+
+struct W3 {
+    dev: Device,
+    x: Tensor,
+    labels: Vec<u32>,
+    params: Vec<Tensor>,
+    seed: Tensor,
+}
+
+impl W3 {
+    fn new(dev: &Device) -> W3 {
+        let scaled = |n: usize, seed: usize, scale: f32| -> Vec<f32> {
+            values(n, seed).iter().map(|v| v * scale).collect()
+        };
+        let param =
+            |data: Vec<f32>, shape: &[usize]| dev.tensor(&data, shape).unwrap().requires_grad();
+        W3 {
+            dev: dev.clone(),
+            x: dev.tensor(&values(B * D, 1), &[B, D]).unwrap(),
+            labels: (0..B).map(|b| (b * 7 % C) as u32).collect(),
+            params: vec![
+                param(scaled(D * H, 2, 0.1), &[D, H]),
+                param(scaled(H, 3, 0.1), &[H]),
+                param(scaled(H * C, 4, 0.1), &[H, C]),
+                param(scaled(C, 5, 0.1), &[C]),
+            ],
+            seed: dev.ones(&[B]).unwrap(),
+        }
+    }
+
+    fn run(&self) {
+        let p = &self.params;
+        let h = self
+            .x
+            .matmul(&p[0])
+            .unwrap()
+            .add(&p[1])
+            .unwrap()
+            .tanh()
+            .unwrap();
+        let z = h.matmul(&p[2]).unwrap().add(&p[3]).unwrap();
+        let l = z.cross_entropy(&self.labels).unwrap();
+        l.backward_with(&self.seed).unwrap();
+        self.dev.synchronize().unwrap();
+        for p in p {
+            black_box(p.grad());
+            p.zero_grad();
+        }
+    }
+}
+
+struct Matmul {
+    dev: Device,
+    a: Tensor,
+    b: Tensor,
+}
+
+impl Matmul {
+    fn run(&self) {
+        let c = self.a.matmul(&self.b).unwrap();
+        self.dev.synchronize().unwrap();
+        black_box(c);
+    }
+}
+
+fn fma_kernel(dev: &Device) -> RawKernel {
+    let out = RawKernel::buffer(dev, (FMA_THREADS * 16) as u64, None);
+    RawKernel::new(
+        dev,
+        include_str!("fma.wgsl"),
+        "fma_peak",
+        &[(&out, false)],
+        (FMA_THREADS / 256) as u32,
+    )
+}
+
+fn main() {
+    let facts = RunFacts::capture();
+    let dev = Device::new().unwrap_or_else(|e| panic!("no pullback device: {e}"));
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+
+    let w3 = W3::new(&dev);
+    let mm = Matmul {
+        dev: dev.clone(),
+        a: dev.tensor(&values(MM_N * MM_N, 6), &[MM_N, MM_N]).unwrap(),
+        b: dev.tensor(&values(MM_N * MM_N, 7), &[MM_N, MM_N]).unwrap(),
+    };
+    let fma = fma_kernel(&dev);
+    dev.synchronize().unwrap();
+
+    for (id, flop, f) in [
+        (ID_W3, W3_FLOP, &(|| w3.run()) as &dyn Fn()),
+        (ID_MM, MM_FLOP, &|| mm.run()),
+        (ID_FMA, FMA_FLOP, &|| fma.run()),
+    ] {
+        let mut g = c.benchmark_group(id.0);
+        g.sampling_mode(SamplingMode::Flat)
+            .throughput(Throughput::Elements(flop));
+        g.bench_function(id.1, |b| b.iter(f));
+        g.finish();
+    }
+    c.final_summary();
+    if !measured() {
+        return;
+    }
+
+    let (w3_s, w3_src) = facts.seconds(ID_W3, 3, &|| w3.run());
+    let (mm_s, mm_src) = facts.seconds(ID_MM, 3, &|| mm.run());
+    let (fma_s, fma_src) = facts.seconds(ID_FMA, 9, &|| fma.run());
+    let gflops = |flop: u64, s: f64| flop as f64 / s / 1e9;
+    println!();
+    println!(
+        "== pullback linalg summary (this run; GFLOP/s = 1e9 FLOP/s; Throughput above counts FLOP as elements) =="
+    );
+    facts.print(&dev);
+    println!(
+        "W3 MLP fwd+bwd (B=256 D=512 H=1024 C=10): {:9.2} ms  {:7.2} GFLOP/s  [{w3_src}]",
+        w3_s * 1e3,
+        gflops(W3_FLOP, w3_s)
+    );
+    println!(
+        "matmul 1024^3:                            {:9.2} ms  {:7.2} GFLOP/s  [{mm_src}]",
+        mm_s * 1e3,
+        gflops(MM_FLOP, mm_s)
+    );
+    println!(
+        "FMA peak (WGSL vec4 FMAs):                {:9.2} ms  {:7.2} GFLOP/s  [{fma_src}]",
+        fma_s * 1e3,
+        gflops(FMA_FLOP, fma_s)
+    );
+    println!(
+        "matmul / FMA peak:                        {:9.3}",
+        gflops(MM_FLOP, mm_s) / gflops(FMA_FLOP, fma_s)
+    );
+    println!(
+        "W3 / matmul 1024^3 rate:                  {:9.3}",
+        gflops(W3_FLOP, w3_s) / gflops(MM_FLOP, mm_s)
+    );
+}
