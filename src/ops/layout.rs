@@ -194,6 +194,24 @@ pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
 }
 
 impl Tensor {
+    /// A new tensor holding the view (`shape`, `strides`, `offset`) of this
+    /// one's values, recorded as `op`.
+    fn copy_view(
+        &self,
+        op: Op,
+        shape: Vec<usize>,
+        strides: &[usize],
+        offset: usize,
+    ) -> Result<Tensor> {
+        let view = View {
+            shape: &shape,
+            strides,
+            offset,
+            row: self.numel(),
+        };
+        let out = gather(self.device(), &self.inner.data, 1, &view, 1.0)?;
+        Ok(record(self.device(), op, &[self], out, shape))
+    }
     /// The same values in a new shape with the same element count (no copy).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         check_operands(self, &[])?;
@@ -239,20 +257,7 @@ impl Tensor {
         let in_strides = contiguous_strides(self.shape());
         let shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
         let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-        let view = View {
-            shape: &shape,
-            strides: &strides,
-            offset: 0,
-            row: self.numel(),
-        };
-        let out = gather(self.device(), &self.inner.data, 1, &view, 1.0)?;
-        Ok(record(
-            self.device(),
-            Op::Permute(perm.to_vec()),
-            &[self],
-            out,
-            shape,
-        ))
+        self.copy_view(Op::Permute(perm.to_vec()), shape, &strides, 0)
     }
 
     /// Swaps axes `a` and `b`.
@@ -277,20 +282,7 @@ impl Tensor {
             });
         }
         let strides = broadcast_strides(self.shape(), shape);
-        let view = View {
-            shape,
-            strides: &strides,
-            offset: 0,
-            row: self.numel(),
-        };
-        let out = gather(self.device(), &self.inner.data, 1, &view, 1.0)?;
-        Ok(record(
-            self.device(),
-            Op::BroadcastTo,
-            &[self],
-            out,
-            shape.to_vec(),
-        ))
+        self.copy_view(Op::BroadcastTo, shape.to_vec(), &strides, 0)
     }
 
     /// Elements `start..start + len` along `axis`.
@@ -307,20 +299,12 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         shape[axis] = len;
         let strides = contiguous_strides(self.shape());
-        let view = View {
-            shape: &shape,
-            strides: &strides,
-            offset: start * strides[axis],
-            row: self.numel(),
-        };
-        let out = gather(self.device(), &self.inner.data, 1, &view, 1.0)?;
-        Ok(record(
-            self.device(),
+        self.copy_view(
             Op::Narrow { axis, start },
-            &[self],
-            out,
             shape,
-        ))
+            &strides,
+            start * strides[axis],
+        )
     }
 
     /// Joins tensors along `axis`; see [`concat`].

@@ -33,6 +33,29 @@ struct Operand<'a> {
     batch_strides: Vec<usize>,
 }
 
+impl<'a> Operand<'a> {
+    /// A row-major `rows × cols` matrix per batch entry.
+    fn plain(buf: &'a Storage, cols: usize, batch_strides: Vec<usize>) -> Self {
+        Operand {
+            buf,
+            rs: cols,
+            cs: 1,
+            batch_strides,
+        }
+    }
+
+    /// The transpose of a row-major `rows × cols` matrix per batch entry:
+    /// element (i, p) is the matrix's (p, i).
+    fn transposed(buf: &'a Storage, cols: usize, batch_strides: Vec<usize>) -> Self {
+        Operand {
+            buf,
+            rs: 1,
+            cs: cols,
+            batch_strides,
+        }
+    }
+}
+
 /// C[z] = A[z]·B[z] for every z of `batch`; C is `[*batch, m, n]`, contiguous.
 fn gemm(
     dev: &Device,
@@ -91,32 +114,17 @@ pub(crate) fn vjp(cx: &VjpCtx) -> Result<Contributions> {
         .into_iter()
         .map(|s| s * m * n)
         .collect();
-    let g = |batch_strides: Vec<usize>| Operand {
-        buf: cx.g,
-        rs: n,
-        cs: 1,
-        batch_strides,
-    };
+    let g = |batch_strides: Vec<usize>| Operand::plain(cx.g, n, batch_strides);
     let mut contributions = vec![None, None];
     if cx.needs[0] {
         // dA = G·Bᵀ; Bᵀ's (row, col) = B's (col, row).
         let da = if batch.is_empty() {
             // Plain matrices: the K cotangents stacked are K·m rows of G.
-            let bt = Operand {
-                buf: sb,
-                rs: 1,
-                cs: n,
-                batch_strides: vec![],
-            };
+            let bt = Operand::transposed(sb, n, vec![]);
             Arc::new(gemm(dev, &[], (k * m, p, n), &g(vec![]), &bt)?)
         } else {
             let strides = [vec![0], batch_strides(b_batch, batch, p * n)].concat();
-            let bt = Operand {
-                buf: sb,
-                rs: 1,
-                cs: n,
-                batch_strides: strides,
-            };
+            let bt = Operand::transposed(sb, n, strides);
             let full = gemm(dev, &kb, (m, p, n), &g(g_strides.clone()), &bt)?;
             reduce::sum_to(dev, &Arc::new(full), k, &[batch, &[m, p]].concat(), a_shape)?
         };
@@ -128,21 +136,11 @@ pub(crate) fn vjp(cx: &VjpCtx) -> Result<Contributions> {
             // B is a plain matrix and A is not broadcast: contract over the
             // batch axes and m at once (A as rows·m × p, G[k] as rows·m × n).
             let rows = numel(batch) * m;
-            let at = Operand {
-                buf: sa,
-                rs: 1,
-                cs: p,
-                batch_strides: vec![0],
-            };
+            let at = Operand::transposed(sa, p, vec![0]);
             Arc::new(gemm(dev, &[k], (p, n, rows), &at, &g(vec![rows * n]))?)
         } else {
             let strides = [vec![0], batch_strides(a_batch, batch, m * p)].concat();
-            let at = Operand {
-                buf: sa,
-                rs: 1,
-                cs: p,
-                batch_strides: strides,
-            };
+            let at = Operand::transposed(sa, p, strides);
             let full = gemm(dev, &kb, (p, n, m), &at, &g(g_strides))?;
             reduce::sum_to(dev, &Arc::new(full), k, &[batch, &[p, n]].concat(), b_shape)?
         };
@@ -179,18 +177,8 @@ impl Tensor {
         let batch = broadcast_shapes("matmul", a_batch, b_batch).map_err(|_| mismatch())?;
         let shape = [&batch[..], &[m, n]].concat();
         check_rank("matmul", &shape)?;
-        let a = Operand {
-            buf: &self.inner.data,
-            rs: p,
-            cs: 1,
-            batch_strides: batch_strides(a_batch, &batch, m * p),
-        };
-        let b = Operand {
-            buf: &other.inner.data,
-            rs: n,
-            cs: 1,
-            batch_strides: batch_strides(b_batch, &batch, p * n),
-        };
+        let a = Operand::plain(&self.inner.data, p, batch_strides(a_batch, &batch, m * p));
+        let b = Operand::plain(&other.inner.data, n, batch_strides(b_batch, &batch, p * n));
         let out = gemm(self.device(), &batch, (m, n, p), &a, &b)?;
         Ok(record(
             self.device(),
