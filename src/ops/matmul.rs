@@ -1,8 +1,9 @@
 //! Matrix products (`shaders/matmul.wgsl`): `[.., m, p] · [.., p, n]` with
 //! broadcast batch axes. d(A·B) = dA·B + A·dB, so the adjoints are
-//! `dA = G·Bᵀ` and `dB = Aᵀ·G`; the K cotangents are one more batch axis of
-//! a single GEMM dispatch each (folded into the rows of G when A is a plain
-//! matrix), and summed over the batch axes an operand was broadcast along.
+//! `dA = G·Bᵀ` and `dB = Aᵀ·G`, each one GEMM dispatch for all K
+//! cotangents: K is one more batch axis, folded into the rows of G when B is
+//! a plain matrix (into the contraction for dB when A is not broadcast), and
+//! the result is summed over the batch axes an operand was broadcast along.
 
 use std::sync::Arc;
 
@@ -118,16 +119,20 @@ pub(crate) fn vjp(cx: &VjpCtx) -> Result<Contributions> {
     let mut contributions = vec![None, None];
     if cx.needs[0] {
         // dA = G·Bᵀ; Bᵀ's (row, col) = B's (col, row).
-        let da = if batch.is_empty() {
-            // Plain matrices: the K cotangents stacked are K·m rows of G.
+        let full = if b_batch.is_empty() {
+            // B is a plain matrix: every batch entry of every cotangent
+            // multiplies the same Bᵀ, so all K·|batch|·m rows of G are one
+            // row-major matrix and this is a single GEMM.
+            let rows = k * numel(batch) * m;
             let bt = Operand::transposed(sb, n, vec![]);
-            Arc::new(gemm(dev, &[], (k * m, p, n), &g(vec![]), &bt)?)
+            gemm(dev, &[], (rows, p, n), &g(vec![]), &bt)?
         } else {
             let strides = [vec![0], batch_strides(b_batch, batch, p * n)].concat();
             let bt = Operand::transposed(sb, n, strides);
-            let full = gemm(dev, &kb, (m, p, n), &g(g_strides.clone()), &bt)?;
-            reduce::sum_to(dev, &Arc::new(full), k, &[batch, &[m, p]].concat(), a_shape)?
+            gemm(dev, &kb, (m, p, n), &g(g_strides.clone()), &bt)?
         };
+        // Sum over the batch axes A was broadcast along (none: no copy).
+        let da = reduce::sum_to(dev, &Arc::new(full), k, &[batch, &[m, p]].concat(), a_shape)?;
         contributions[0] = Some(da);
     }
     if cx.needs[1] {
