@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     kernels: KernelCache,
     /// Forward dispatches wait here until something needs their results.
     pending: Mutex<Option<wgpu::CommandEncoder>>,
+    /// Dispatches recorded in `pending` since its last submit.
+    pending_dispatches: std::sync::atomic::AtomicU64,
     /// Set by the device-lost callback (devices pullback created itself).
     lost: Arc<Mutex<Option<String>>>,
     /// Errors wgpu reported outside an error scope (devices pullback created).
@@ -115,6 +117,7 @@ impl Device {
                 pool,
                 kernels: KernelCache::default(),
                 pending: Mutex::new(None),
+                pending_dispatches: Default::default(),
                 lost,
                 uncaptured,
             }),
@@ -149,6 +152,12 @@ impl Device {
     /// Releases the idle buffers the pool keeps for reuse.
     pub fn trim_pool(&self) {
         self.shared.pool.trim();
+    }
+
+    /// Caps the bytes of idle buffers kept for reuse (default 1 GiB); a
+    /// buffer freed past the cap goes back to the driver.
+    pub fn set_pool_limit(&self, bytes: u64) {
+        self.shared.pool.set_idle_limit(bytes);
     }
 
     /// Submits all recorded work and waits until the GPU has finished it.
@@ -231,6 +240,9 @@ impl Device {
         let buffers: Vec<&wgpu::Buffer> = buffers.iter().map(|s| s.buffer()).collect();
         let mut pending = shared.pending.lock().unwrap();
         let encoder = pending.get_or_insert_with(|| new_encoder(&shared.device));
+        shared
+            .pending_dispatches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.kernels.encode(
             &shared.device,
             encoder,
@@ -261,7 +273,29 @@ impl Device {
         self.check_alive()
     }
 
+    /// Forward work that is never read back would otherwise pile up in one
+    /// ever-growing encoder; past this many dispatches the next forward op
+    /// submits what is pending first. Backward passes never split.
+    const FORWARD_FLUSH_DISPATCHES: u64 = 1024;
+
+    /// Called before recording a forward op.
+    pub(crate) fn flush_if_long(&self) -> Result<()> {
+        let pending = self
+            .shared
+            .pending_dispatches
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if pending >= Self::FORWARD_FLUSH_DISPATCHES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Submits `encoder`; call with the `pending` lock held, so that no
+    /// other thread submits work recorded after it ahead of it.
     fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.shared
+            .pending_dispatches
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         self.shared.queue.submit([encoder.finish()]);
         self.shared
             .pool

@@ -87,7 +87,13 @@ pub(crate) struct Pool {
     pub counters: Counters,
     /// Largest buffer the adapter lets us bind as storage.
     pub max_binding: u64,
+    /// Idle bytes kept for reuse at most; buffers past it are released.
+    idle_limit: AtomicU64,
 }
+
+/// Default for [`Pool::set_idle_limit`]: enough to keep a training step's
+/// working set, small enough not to hoard memory when sizes keep changing.
+pub(crate) const DEFAULT_IDLE_LIMIT: u64 = 1 << 30;
 
 impl Pool {
     pub fn new(device: wgpu::Device, limits: &wgpu::Limits) -> Self {
@@ -99,6 +105,7 @@ impl Pool {
             free: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             max_binding,
+            idle_limit: AtomicU64::new(DEFAULT_IDLE_LIMIT),
         }
     }
 
@@ -181,15 +188,19 @@ impl Pool {
         self.counters.pooled.store(0, Ordering::Relaxed);
     }
 
+    pub fn set_idle_limit(&self, bytes: u64) {
+        self.idle_limit.store(bytes, Ordering::Relaxed);
+    }
+
     fn give_back(&self, buffer: wgpu::Buffer, class: u64) {
         self.counters.live.fetch_sub(class, Ordering::Relaxed);
+        let mut free = self.free.lock().unwrap();
+        let pooled = self.counters.pooled.load(Ordering::Relaxed);
+        if pooled + class > self.idle_limit.load(Ordering::Relaxed) {
+            return; // dropping `buffer` releases it
+        }
         self.counters.pooled.fetch_add(class, Ordering::Relaxed);
-        self.free
-            .lock()
-            .unwrap()
-            .entry(class)
-            .or_default()
-            .push(buffer);
+        free.entry(class).or_default().push(buffer);
     }
 }
 

@@ -549,6 +549,41 @@ fn memory_counters_track_live_tensors() {
 // ---------------------------------------------------------------------------
 
 #[test]
+fn pool_keeps_idle_buffers_up_to_its_limit() {
+    let dev = fresh_device();
+    let t = ok(dev.ones(&[1000]));
+    drop(t);
+    assert!(
+        dev.stats().pooled_bytes >= 4000,
+        "a freed buffer is kept for reuse"
+    );
+    dev.trim_pool();
+    assert_eq!(dev.stats().pooled_bytes, 0);
+    dev.set_pool_limit(0);
+    let t = ok(dev.ones(&[1000]));
+    drop(t);
+    assert_eq!(
+        dev.stats().pooled_bytes,
+        0,
+        "past the limit a freed buffer is released"
+    );
+    assert_eq!(read(&ok(dev.full(&[3], 2.0))), vec![2.0; 3]);
+}
+
+#[test]
+fn long_forward_chains_are_submitted_in_pieces() {
+    // Forward work that is never read back must not grow one encoder forever.
+    let dev = fresh_device();
+    let mut x = ok(dev.ones(&[16]));
+    let before = dev.stats().submits;
+    for _ in 0..3000 {
+        x = ok(x.add_scalar(1.0));
+    }
+    assert!(dev.stats().submits - before >= 2, "{:?}", dev.stats());
+    assert_eq!(read(&x), vec![3001.0; 16]);
+}
+
+#[test]
 fn no_backend_means_no_adapter_and_the_text_says_how_to_install_one() {
     let r = pollster::block_on(Device::with_options(DeviceOptions {
         adapter: None,

@@ -168,12 +168,14 @@ pub(crate) fn record_with_aux(
     Tensor::with_node(dev, data, shape, Some(Arc::new(node)))
 }
 
-/// Operands must live on one device that is still alive.
+/// Operands must live on one device that is still alive. Called by every
+/// forward op before it records anything.
 pub(crate) fn check_operands(a: &Tensor, others: &[&Tensor]) -> Result<()> {
     for t in others {
         a.device().check_same(t.device())?;
     }
-    a.device().check_alive()
+    a.device().check_alive()?;
+    a.device().flush_if_long()
 }
 
 /// Override constant value for a bool.
