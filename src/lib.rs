@@ -26,6 +26,7 @@ mod graph;
 mod kernels;
 mod ops;
 mod pool;
+mod readback;
 mod scheduler;
 mod shape;
 mod tensor;

@@ -307,7 +307,7 @@ impl Tensor {
         )
     }
 
-    /// Joins tensors along `axis`; see [`concat`].
+    /// Joins tensors along `axis`; see [`concat()`].
     pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
         concat(tensors, axis)
     }
