@@ -11,6 +11,8 @@ override BCAST: bool = false;   // an operand's shape differs from the output's
 override ALIGNED: bool = true;  // n % 4 == 0
 override NEED_A: bool = true;
 override NEED_B: bool = true;
+// Rows of the K loop between workgroup barriers; 0: none. See common.wgsl.
+override SYNC_ROWS: u32 = 0u;
 
 const ADD: u32 = 0u;
 const SUB: u32 = 1u;
@@ -90,17 +92,22 @@ fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
     let n = params.n;
-    if (t * 4u >= n) { return; }
-    let ab = operands(t);
-    let da = binary_da(ab[0], ab[1]);
-    let db = binary_db(ab[0], ab[1]);
+    // No early return: every invocation must reach the barriers.
+    let live = t * 4u < n;
+    var da = vec4(0.0);
+    var db = vec4(0.0);
+    if (live) {
+        let ab = operands(t);
+        da = binary_da(ab[0], ab[1]);
+        db = binary_db(ab[0], ab[1]);
+    }
     for (var k = 0u; k < params.k; k++) {
-        if (ALIGNED) {
+        if (live && ALIGNED) {
             let j = k * (n / 4u) + t;
             let g = src[j];
             if (NEED_A) { dst[j] = g * da; }
             if (NEED_B) { dst2[j] = g * db; }
-        } else {
+        } else if (live) {
             for (var c = 0u; c < 4u; c++) {
                 if (t * 4u + c < n) {
                     let j = k * n + t * 4u + c;
@@ -110,5 +117,6 @@ fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
                 }
             }
         }
+        row_sync(k, SYNC_ROWS);
     }
 }

@@ -5,6 +5,9 @@
 // gather:  dst[k*n + i] = scale * src[k*x0 + offset(i)]
 // scatter: dst[k*x0 + offset(i)] = src[k*n + i]
 
+// Rows of the K loop between workgroup barriers; 0: none. See common.wgsl.
+override SYNC_ROWS: u32 = 0u;
+
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
@@ -13,10 +16,13 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
           @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(wid, lid, nwg);
     let n = params.n;
-    if (i >= n) { return; }
-    let off = params.x1 + strided_offset(i, 0u, 1u);
+    let live = i < n;
+    let off = params.x1 + strided_offset(min(i, n - 1u), 0u, 1u);
     for (var k = 0u; k < params.k; k++) {
-        dst[k * n + i] = params.scalar * src[k * params.x0 + off];
+        if (live) {
+            dst[k * n + i] = params.scalar * src[k * params.x0 + off];
+        }
+        row_sync(k, SYNC_ROWS);
     }
 }
 
@@ -25,9 +31,12 @@ fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(wid, lid, nwg);
     let n = params.n;
-    if (i >= n) { return; }
-    let off = params.x1 + strided_offset(i, 0u, 1u);
+    let live = i < n;
+    let off = params.x1 + strided_offset(min(i, n - 1u), 0u, 1u);
     for (var k = 0u; k < params.k; k++) {
-        dst[k * params.x0 + off] = src[k * n + i];
+        if (live) {
+            dst[k * params.x0 + off] = src[k * n + i];
+        }
+        row_sync(k, SYNC_ROWS);
     }
 }

@@ -6,6 +6,8 @@
 override OP: u32 = 0u;
 // n % 4 == 0: every cotangent row starts on a vec4 boundary.
 override ALIGNED: bool = true;
+// Rows of the K loop between workgroup barriers; 0: none. See common.wgsl.
+override SYNC_ROWS: u32 = 0u;
 
 const NEG: u32 = 0u;
 const EXP: u32 = 1u;
@@ -120,13 +122,17 @@ fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
     let n = params.n;
-    if (t * 4u >= n) { return; }
-    let d = unary_d(saved[t], params.scalar);
+    // No early return: every invocation must reach the barriers.
+    let live = t * 4u < n;
+    var d = vec4(0.0);
+    if (live) {
+        d = unary_d(saved[t], params.scalar);
+    }
     for (var k = 0u; k < params.k; k++) {
-        if (ALIGNED) {
+        if (live && ALIGNED) {
             let j = k * (n / 4u) + t;
             dst[j] = src[j] * d;
-        } else {
+        } else if (live) {
             for (var c = 0u; c < 4u; c++) {
                 if (t * 4u + c < n) {
                     let j = k * n + t * 4u + c;
@@ -134,5 +140,6 @@ fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
                 }
             }
         }
+        row_sync(k, SYNC_ROWS);
     }
 }

@@ -164,6 +164,17 @@ impl Device {
         self.wait()
     }
 
+    /// Rows of a batched kernel's K loop between workgroup barriers (see
+    /// `row_sync` in shaders/common.wgsl): CPU adapters stream each row
+    /// contiguously with them; GPUs need none.
+    pub(crate) fn sync_rows(&self) -> f64 {
+        if self.shared.info.device_type == wgpu::DeviceType::Cpu {
+            8.0
+        } else {
+            0.0
+        }
+    }
+
     /// True when both handles refer to the same device.
     pub fn same(&self, other: &Device) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)

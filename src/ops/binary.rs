@@ -141,6 +141,7 @@ pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
             ("OP", op as u32 as f64),
             ("BCAST", flag(bcast)),
             ("ALIGNED", flag(n.is_multiple_of(4))),
+            ("SYNC_ROWS", cx.dev.sync_rows()),
             ("NEED_A", flag(computed[0])),
             ("NEED_B", flag(computed[1])),
         ];

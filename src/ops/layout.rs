@@ -56,7 +56,7 @@ pub(crate) fn gather(
     let out = dev.alloc("copied view", k * n)?;
     dev.dispatch(
         &GATHER,
-        &[],
+        &[("SYNC_ROWS", dev.sync_rows())],
         &view.params(k, scale),
         &[src, &out],
         groups_for(n as u64),
@@ -69,7 +69,7 @@ pub(crate) fn scatter(dev: &Device, src: &Storage, k: usize, dst: &Storage, view
     let n = numel(view.shape);
     dev.dispatch(
         &SCATTER,
-        &[],
+        &[("SYNC_ROWS", dev.sync_rows())],
         &view.params(k, 1.0),
         &[src, dst],
         groups_for(n as u64),

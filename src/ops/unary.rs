@@ -77,6 +77,7 @@ pub(crate) fn vjp(cx: &VjpCtx, op: UnaryOp, p: f32) -> Result<Contributions> {
     let constants = [
         ("OP", op as u32 as f64),
         ("ALIGNED", flag(n.is_multiple_of(4))),
+        ("SYNC_ROWS", cx.dev.sync_rows()),
     ];
     let params = Params::new(n, cx.k).scalar(p);
     cx.dev.dispatch(
