@@ -87,13 +87,45 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     dst[t] = binary_f(ab[0], ab[1]);
 }
 
+// ga[k] = g[k] * da and gb[k] = g[k] * db for the four elements of invocation t.
+fn adjoint_row(k: u32, t: u32, da: vec4<f32>, db: vec4<f32>) {
+    let n = params.n;
+    if (ALIGNED) {
+        let j = k * (n / 4u) + t;
+        let g = src[j];
+        if (NEED_A) { dst[j] = g * da; }
+        if (NEED_B) { dst2[j] = g * db; }
+        return;
+    }
+    for (var c = 0u; c < 4u; c++) {
+        if (t * 4u + c < n) {
+            let j = k * n + t * 4u + c;
+            let g = src[j / 4u][j % 4u];
+            if (NEED_A) { dst[j / 4u][j % 4u] = g * da[c]; }
+            if (NEED_B) { dst2[j / 4u][j % 4u] = g * db[c]; }
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
-    let n = params.n;
-    // No early return: every invocation must reach the barriers.
-    let live = t * 4u < n;
+    if (t * 4u >= params.n) { return; }
+    let ab = operands(t);
+    let da = binary_da(ab[0], ab[1]);
+    let db = binary_db(ab[0], ab[1]);
+    for (var k = 0u; k < params.k; k++) {
+        adjoint_row(k, t, da, db);
+    }
+}
+
+// `adjoint` with a barrier every SYNC_ROWS rows (see row_sync).
+@compute @workgroup_size(WG)
+fn adjoint_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_id(wid, lid, nwg);
+    let live = t * 4u < params.n;
     var da = vec4(0.0);
     var db = vec4(0.0);
     if (live) {
@@ -102,20 +134,8 @@ fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
         db = binary_db(ab[0], ab[1]);
     }
     for (var k = 0u; k < params.k; k++) {
-        if (live && ALIGNED) {
-            let j = k * (n / 4u) + t;
-            let g = src[j];
-            if (NEED_A) { dst[j] = g * da; }
-            if (NEED_B) { dst2[j] = g * db; }
-        } else if (live) {
-            for (var c = 0u; c < 4u; c++) {
-                if (t * 4u + c < n) {
-                    let j = k * n + t * 4u + c;
-                    let g = src[j / 4u][j % 4u];
-                    if (NEED_A) { dst[j / 4u][j % 4u] = g * da[c]; }
-                    if (NEED_B) { dst2[j / 4u][j % 4u] = g * db[c]; }
-                }
-            }
+        if (live) {
+            adjoint_row(k, t, da, db);
         }
         row_sync(k, SYNC_ROWS);
     }

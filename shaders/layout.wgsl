@@ -11,18 +11,22 @@ override SYNC_ROWS: u32 = 0u;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
+fn gather_row(k: u32, i: u32, off: u32) {
+    dst[k * params.n + i] = params.scalar * src[k * params.x0 + off];
+}
+
+fn scatter_row(k: u32, i: u32, off: u32) {
+    dst[k * params.x0 + off] = src[k * params.n + i];
+}
+
 @compute @workgroup_size(WG)
 fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(wid, lid, nwg);
-    let n = params.n;
-    let live = i < n;
-    let off = params.x1 + strided_offset(min(i, n - 1u), 0u, 1u);
+    if (i >= params.n) { return; }
+    let off = params.x1 + strided_offset(i, 0u, 1u);
     for (var k = 0u; k < params.k; k++) {
-        if (live) {
-            dst[k * n + i] = params.scalar * src[k * params.x0 + off];
-        }
-        row_sync(k, SYNC_ROWS);
+        gather_row(k, i, off);
     }
 }
 
@@ -30,12 +34,37 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(wid, lid, nwg);
-    let n = params.n;
-    let live = i < n;
-    let off = params.x1 + strided_offset(min(i, n - 1u), 0u, 1u);
+    if (i >= params.n) { return; }
+    let off = params.x1 + strided_offset(i, 0u, 1u);
+    for (var k = 0u; k < params.k; k++) {
+        scatter_row(k, i, off);
+    }
+}
+
+// `gather` and `scatter` with a barrier every SYNC_ROWS rows (see row_sync).
+@compute @workgroup_size(WG)
+fn gather_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(wid, lid, nwg);
+    let live = i < params.n;
+    let off = params.x1 + strided_offset(select(0u, i, live), 0u, 1u);
     for (var k = 0u; k < params.k; k++) {
         if (live) {
-            dst[k * params.x0 + off] = src[k * n + i];
+            gather_row(k, i, off);
+        }
+        row_sync(k, SYNC_ROWS);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn scatter_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(wid, lid, nwg);
+    let live = i < params.n;
+    let off = params.x1 + strided_offset(select(0u, i, live), 0u, 1u);
+    for (var k = 0u; k < params.k; k++) {
+        if (live) {
+            scatter_row(k, i, off);
         }
         row_sync(k, SYNC_ROWS);
     }

@@ -117,28 +117,46 @@ fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     dst[t] = unary_f(src[t], params.scalar);
 }
 
+// out[k] = g[k] * d for the four elements of invocation t.
+fn adjoint_row(k: u32, t: u32, d: vec4<f32>) {
+    let n = params.n;
+    if (ALIGNED) {
+        let j = k * (n / 4u) + t;
+        dst[j] = src[j] * d;
+        return;
+    }
+    for (var c = 0u; c < 4u; c++) {
+        if (t * 4u + c < n) {
+            let j = k * n + t * 4u + c;
+            dst[j / 4u][j % 4u] = src[j / 4u][j % 4u] * d[c];
+        }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
-    let n = params.n;
-    // No early return: every invocation must reach the barriers.
-    let live = t * 4u < n;
+    if (t * 4u >= params.n) { return; }
+    let d = unary_d(saved[t], params.scalar);
+    for (var k = 0u; k < params.k; k++) {
+        adjoint_row(k, t, d);
+    }
+}
+
+// `adjoint` with a barrier every SYNC_ROWS rows (see row_sync).
+@compute @workgroup_size(WG)
+fn adjoint_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_id(wid, lid, nwg);
+    let live = t * 4u < params.n;
     var d = vec4(0.0);
     if (live) {
         d = unary_d(saved[t], params.scalar);
     }
     for (var k = 0u; k < params.k; k++) {
-        if (live && ALIGNED) {
-            let j = k * (n / 4u) + t;
-            dst[j] = src[j] * d;
-        } else if (live) {
-            for (var c = 0u; c < 4u; c++) {
-                if (t * 4u + c < n) {
-                    let j = k * n + t * 4u + c;
-                    dst[j / 4u][j % 4u] = src[j / 4u][j % 4u] * d[c];
-                }
-            }
+        if (live) {
+            adjoint_row(k, t, d);
         }
         row_sync(k, SYNC_ROWS);
     }

@@ -65,6 +65,36 @@ pub(crate) struct Kernel {
     pub bindings: &'static [(u32, Access)],
 }
 
+/// A kernel that loops over K cotangent rows, in two entry points: plain,
+/// and synced (a workgroup barrier every few rows; see `row_sync` in
+/// `shaders/common.wgsl`). Pick one with [`crate::Device::rows_variant`].
+pub(crate) struct RowKernel {
+    pub plain: Kernel,
+    pub synced: Kernel,
+}
+
+impl RowKernel {
+    pub const fn new(
+        module: &'static Module,
+        plain: &'static str,
+        synced: &'static str,
+        bindings: &'static [(u32, Access)],
+    ) -> Self {
+        RowKernel {
+            plain: Kernel {
+                module,
+                entry: plain,
+                bindings,
+            },
+            synced: Kernel {
+                module,
+                entry: synced,
+                bindings,
+            },
+        }
+    }
+}
+
 /// The parameter block at binding 0: `Params` in `shaders/common.wgsl`.
 /// Words 0..8 are scalars; from word 8 on, slots of 6 words hold per-dim
 /// shapes and strides (rank <= 6).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::device::Device;
 use crate::error::Result;
-use crate::kernels::{Access, BINARY, Kernel, Params, groups_for};
+use crate::kernels::{Access, BINARY, Kernel, Params, RowKernel, groups_for};
 use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, flag, record, reduce};
 use crate::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, numel};
@@ -27,17 +27,18 @@ const FORWARD: Kernel = Kernel {
     entry: "forward",
     bindings: &[(2, Access::Write), (3, Access::Read), (4, Access::Read)],
 };
-const ADJOINT: Kernel = Kernel {
-    module: &BINARY,
-    entry: "adjoint",
-    bindings: &[
+const ADJOINT: RowKernel = RowKernel::new(
+    &BINARY,
+    "adjoint",
+    "adjoint_synced",
+    &[
         (1, Access::Read),
         (2, Access::Write),
         (3, Access::Read),
         (4, Access::Read),
         (5, Access::Write),
     ],
-};
+);
 
 pub(crate) fn saves(op: BinaryOp) -> &'static [Saved] {
     match op {
@@ -137,18 +138,19 @@ pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
             [sa, sb] => (sa, sb),
             _ => (cx.g, cx.g),
         };
+        let (kernel, sync_rows) = dev.rows_variant(&ADJOINT, k);
         let constants = [
             ("OP", op as u32 as f64),
             ("BCAST", flag(bcast)),
             ("ALIGNED", flag(n.is_multiple_of(4))),
-            ("SYNC_ROWS", cx.dev.sync_rows()),
+            ("SYNC_ROWS", sync_rows),
             ("NEED_A", flag(computed[0])),
             ("NEED_B", flag(computed[1])),
         ];
         let params = broadcast_params(out, a, b, k);
         let bound = [&**cx.g, &buffers[0], &**sa, &**sb, &buffers[1]];
         dev.dispatch(
-            &ADJOINT,
+            kernel,
             &constants,
             &params,
             &bound,

@@ -6,22 +6,15 @@ use std::sync::Arc;
 
 use crate::device::Device;
 use crate::error::{Error, Result, invalid};
-use crate::kernels::{Access, Kernel, LAYOUT, Params, groups_for};
+use crate::kernels::{Access, LAYOUT, Params, RowKernel, groups_for};
 use crate::ops::{Contributions, Op, VjpCtx, check_operands, fill, record, reduce};
 use crate::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, numel};
 use crate::tensor::Tensor;
 
-const GATHER: Kernel = Kernel {
-    module: &LAYOUT,
-    entry: "gather",
-    bindings: &[(1, Access::Read), (2, Access::Write)],
-};
-const SCATTER: Kernel = Kernel {
-    module: &LAYOUT,
-    entry: "scatter",
-    bindings: &[(1, Access::Read), (2, Access::Write)],
-};
+const COPY_BINDINGS: &[(u32, Access)] = &[(1, Access::Read), (2, Access::Write)];
+const GATHER: RowKernel = RowKernel::new(&LAYOUT, "gather", "gather_synced", COPY_BINDINGS);
+const SCATTER: RowKernel = RowKernel::new(&LAYOUT, "scatter", "scatter_synced", COPY_BINDINGS);
 
 /// A strided view of a `[K, ...]` buffer: `shape` walked row-major, element
 /// `i` at `k * row + offset + Σ index_d · strides_d`.
@@ -54,9 +47,10 @@ pub(crate) fn gather(
 ) -> Result<Storage> {
     let n = numel(view.shape);
     let out = dev.alloc("copied view", k * n)?;
+    let (kernel, sync_rows) = dev.rows_variant(&GATHER, k);
     dev.dispatch(
-        &GATHER,
-        &[("SYNC_ROWS", dev.sync_rows())],
+        kernel,
+        &[("SYNC_ROWS", sync_rows)],
         &view.params(k, scale),
         &[src, &out],
         groups_for(n as u64),
@@ -67,9 +61,10 @@ pub(crate) fn gather(
 /// Writes the contiguous `[K, *view.shape]` buffer `src` into the view of `dst`.
 pub(crate) fn scatter(dev: &Device, src: &Storage, k: usize, dst: &Storage, view: &View) {
     let n = numel(view.shape);
+    let (kernel, sync_rows) = dev.rows_variant(&SCATTER, k);
     dev.dispatch(
-        &SCATTER,
-        &[("SYNC_ROWS", dev.sync_rows())],
+        kernel,
+        &[("SYNC_ROWS", sync_rows)],
         &view.params(k, 1.0),
         &[src, dst],
         groups_for(n as u64),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::kernels::{Access, Kernel, Params, UNARY, groups_for};
+use crate::kernels::{Access, Kernel, Params, RowKernel, UNARY, groups_for};
 use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, flag, record};
 use crate::shape::numel;
 use crate::tensor::Tensor;
@@ -35,11 +35,12 @@ const FORWARD: Kernel = Kernel {
     entry: "forward",
     bindings: &[(1, Access::Read), (2, Access::Write)],
 };
-const ADJOINT: Kernel = Kernel {
-    module: &UNARY,
-    entry: "adjoint",
-    bindings: &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
-};
+const ADJOINT: RowKernel = RowKernel::new(
+    &UNARY,
+    "adjoint",
+    "adjoint_synced",
+    &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
+);
 
 pub(crate) fn saves(op: UnaryOp) -> &'static [Saved] {
     use UnaryOp::*;
@@ -74,14 +75,15 @@ pub(crate) fn vjp(cx: &VjpCtx, op: UnaryOp, p: f32) -> Result<Contributions> {
     let n = numel(cx.out_shape);
     let out = cx.dev.alloc("unary cotangent", cx.k * n)?;
     let saved = cx.saved.first().unwrap_or(cx.g);
+    let (kernel, sync_rows) = cx.dev.rows_variant(&ADJOINT, cx.k);
     let constants = [
         ("OP", op as u32 as f64),
         ("ALIGNED", flag(n.is_multiple_of(4))),
-        ("SYNC_ROWS", cx.dev.sync_rows()),
+        ("SYNC_ROWS", sync_rows),
     ];
     let params = Params::new(n, cx.k).scalar(p);
     cx.dev.dispatch(
-        &ADJOINT,
+        kernel,
         &constants,
         &params,
         &[cx.g, &out, saved],
