@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::device::Device;
 use crate::error::{Error, Result, invalid};
 use crate::kernels::{Access, LAYOUT, Params, RowKernel, groups_for};
-use crate::ops::{Contributions, Op, VjpCtx, check_operands, fill, record, reduce};
+use crate::ops::{Contributions, Op, VjpCtx, check_device, check_operands, fill, record, reduce};
 use crate::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, numel};
 use crate::tensor::Tensor;
@@ -209,7 +209,7 @@ impl Tensor {
     }
     /// The same values in a new shape with the same element count (no copy).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        check_operands(self, &[])?;
+        check_device(self, &[])?;
         check_rank("reshape", shape)?;
         if numel(shape) != self.numel() {
             return Err(invalid(

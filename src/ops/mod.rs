@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::device::Device;
 use crate::error::Result;
 use crate::graph::{Input, Node, NodeKind};
+use crate::kernels::MAX_RANK;
 use crate::pool::Storage;
 use crate::tensor::Tensor;
 
@@ -168,9 +169,28 @@ pub(crate) fn record_with_aux(
     Tensor::with_node(dev, data, shape, Some(Arc::new(node)))
 }
 
-/// Operands must live on one device that is still alive. Called by every
-/// forward op before it records anything.
+/// Operands must have a rank the kernels can index (rank 7 exists only as
+/// a `vjp_batched` gradient of a rank-6 input) and live on one device that
+/// is still alive. Called by every forward op before it records anything.
 pub(crate) fn check_operands(a: &Tensor, others: &[&Tensor]) -> Result<()> {
+    if let Some(t) = std::iter::once(a)
+        .chain(others.iter().copied())
+        .find(|t| t.rank() > MAX_RANK)
+    {
+        return Err(crate::error::invalid(
+            "tensor op",
+            format!(
+                "an operand has shape {:?}, rank {}; ops take rank <= {MAX_RANK} (reshape it or read it back)",
+                t.shape(),
+                t.rank()
+            ),
+        ));
+    }
+    check_device(a, others)
+}
+
+/// The device part of [`check_operands`], for ops that take any rank.
+pub(crate) fn check_device(a: &Tensor, others: &[&Tensor]) -> Result<()> {
     for t in others {
         a.device().check_same(t.device())?;
     }
