@@ -1,0 +1,176 @@
+//! Devices: the dispatch/submit and memory counters, the buffer pool,
+//! long forward chains submitted in pieces, adapter selection and its
+//! errors, `Device::new_async` and `Device::from_wgpu`.
+
+mod common;
+
+use common::*;
+use pullback::{Device, DeviceOptions, Error};
+
+// ---------------------------------------------------------------------------
+// Counters
+// ---------------------------------------------------------------------------
+
+#[test]
+fn batched_vjp_costs_the_same_dispatches_and_submits_for_every_k() {
+    // A dedicated device, so no other test's work is counted.
+    let d = fresh_device();
+    let mut r = rng(seed_of("stats"));
+    let xv = sample(&mut r, 6 * 5, Dist::Uniform(-1.0, 1.0));
+    let yv = sample(&mut r, 5, Dist::Signed(0.5, 2.0));
+    let x = ok(d.tensor(&xv, &[6, 5])).requires_grad();
+    let y = ok(d.tensor(&yv, &[5])).requires_grad();
+    // A chain with reuse, broadcasting and an input used three times.
+    let f = ok(ok(ok(x.sin()).mul(&ok(x.exp()))).add(&ok(x.div(&y))));
+    let out = ok(ok(f.tanh()).mul(&y));
+    let unused = ok(d.tensor(&[1.0, 2.0], &[2])).requires_grad();
+    let mut cost = Vec::new();
+    for k in [1usize, 64] {
+        let v = ok(d.tensor(&sample(&mut r, k * 30, COTANGENT), &[k, 6, 5]));
+        ok(d.synchronize()); // nothing pending before the pass
+        let before = d.stats();
+        let g = ok(pullback::vjp_batched(&[&out], &[&v], &[&x, &y, &unused]));
+        let after = d.stats();
+        assert_eq!(g[0].shape(), &[k, 6, 5]);
+        assert_eq!(g[1].shape(), &[k, 5]);
+        assert_eq!(g[2].shape(), &[k, 2]);
+        assert_eq!(
+            after.submits - before.submits,
+            1,
+            "K={k}: one submit per pass"
+        );
+        cost.push((
+            after.dispatches - before.dispatches,
+            after.submits - before.submits,
+        ));
+        // Reading results back is one more submit per tensor, no dispatch.
+        let before = d.stats();
+        assert!(read(&g[2]).iter().all(|&v| v == 0.0));
+        let after = d.stats();
+        assert_eq!(after.submits - before.submits, 1);
+        assert_eq!(after.dispatches, before.dispatches);
+    }
+    assert_eq!(cost[0], cost[1], "(dispatches, submits) for K=1 vs K=64");
+    assert!(cost[0].0 > 0);
+    // backward_with: also one submit.
+    ok(d.synchronize());
+    let before = d.stats();
+    ok(out.backward_with(&ok(d.tensor(&sample(&mut r, 30, COTANGENT), &[6, 5]))));
+    assert_eq!(d.stats().submits - before.submits, 1);
+}
+
+#[test]
+fn memory_counters_track_live_tensors() {
+    let d = fresh_device();
+    let s0 = d.stats();
+    let t = ok(d.zeros(&[1000]));
+    let s1 = d.stats();
+    assert!(s1.live_bytes >= s0.live_bytes + 4000, "{s0:?} -> {s1:?}");
+    assert!(s1.peak_bytes >= s1.live_bytes);
+    drop(t);
+    let s2 = d.stats();
+    assert_eq!(s2.live_bytes, s0.live_bytes, "dropping a tensor frees it");
+    assert_eq!(s2.peak_bytes, s1.peak_bytes, "peak stays");
+    d.reset_peak();
+    assert_eq!(d.stats().peak_bytes, s2.live_bytes);
+}
+
+// ---------------------------------------------------------------------------
+// Adapter selection and device creation
+// ---------------------------------------------------------------------------
+
+#[test]
+fn pool_keeps_idle_buffers_up_to_its_limit() {
+    let dev = fresh_device();
+    let t = ok(dev.ones(&[1000]));
+    drop(t);
+    assert!(
+        dev.stats().pooled_bytes >= 4000,
+        "a freed buffer is kept for reuse"
+    );
+    dev.trim_pool();
+    assert_eq!(dev.stats().pooled_bytes, 0);
+    dev.set_pool_limit(0);
+    let t = ok(dev.ones(&[1000]));
+    drop(t);
+    assert_eq!(
+        dev.stats().pooled_bytes,
+        0,
+        "past the limit a freed buffer is released"
+    );
+    assert_eq!(read(&ok(dev.full(&[3], 2.0))), vec![2.0; 3]);
+}
+
+#[test]
+fn long_forward_chains_are_submitted_in_pieces() {
+    // Forward work that is never read back must not grow one encoder forever.
+    let dev = fresh_device();
+    let mut x = ok(dev.ones(&[16]));
+    let before = dev.stats().submits;
+    for _ in 0..3000 {
+        x = ok(x.add_scalar(1.0));
+    }
+    assert!(dev.stats().submits - before >= 2, "{:?}", dev.stats());
+    assert_eq!(read(&x), vec![3001.0; 16]);
+}
+
+#[test]
+fn no_backend_means_no_adapter_and_the_text_says_how_to_install_one() {
+    let r = pollster::block_on(Device::with_options(DeviceOptions {
+        adapter: None,
+        backends: pullback::wgpu::Backends::empty(),
+    }));
+    let e = expect_err(r, &["mesa-vulkan-drivers"]);
+    assert_eq!(e, Error::NoAdapter);
+}
+
+#[test]
+fn unknown_adapter_name_is_adapter_not_found() {
+    let r = pollster::block_on(Device::with_options(DeviceOptions {
+        adapter: Some("no-such-adapter-xyz".into()),
+        ..Default::default()
+    }));
+    let e = expect_err(r, &["no-such-adapter-xyz", "PULLBACK_ADAPTER"]);
+    match e {
+        Error::AdapterNotFound { wanted, available } => {
+            assert_eq!(wanted, "no-such-adapter-xyz");
+            assert!(!available.is_empty(), "it lists the adapters there are");
+        }
+        other => panic!("expected AdapterNotFound, got {other:?}"),
+    }
+}
+
+#[test]
+fn device_new_async() {
+    let d = pollster::block_on(Device::new_async())
+        .unwrap_or_else(|e| panic!("pullback tests need an adapter: {e}"));
+    assert!(!d.adapter_info().name.is_empty());
+    assert_usable(&d);
+}
+
+#[test]
+fn from_wgpu_with_a_device_the_caller_made() {
+    // A wgpu device requested from a fresh instance, with default limits.
+    let instance = pullback::wgpu::Instance::new(
+        pullback::wgpu::InstanceDescriptor::new_without_display_handle(),
+    );
+    let adapter = pollster::block_on(
+        instance.request_adapter(&pullback::wgpu::RequestAdapterOptions::default()),
+    )
+    .unwrap_or_else(|e| panic!("no adapter for from_wgpu: {e}"));
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&pullback::wgpu::DeviceDescriptor::default()))
+            .unwrap_or_else(|e| panic!("request_device: {e}"));
+    let d = Device::from_wgpu(device, queue);
+    assert_usable(&d);
+    // The same wgpu device shared by a second pullback Device: independent
+    // pullback devices (tensors do not mix), both working.
+    let shared = Device::from_wgpu(dev().wgpu_device().clone(), dev().wgpu_queue().clone());
+    assert!(!shared.same(dev()));
+    assert_usable(&shared);
+    let a = ok(shared.tensor(&[1.0], &[1]));
+    assert_eq!(
+        expect_err(a.add(&tensor(&[1.0], &[1])), &[]),
+        Error::DeviceMismatch
+    );
+}
