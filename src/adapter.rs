@@ -24,14 +24,15 @@ impl Default for DeviceOptions {
 
 impl DeviceOptions {
     /// The defaults, with `adapter` taken from the `PULLBACK_ADAPTER`
-    /// environment variable when it is set and not empty.
+    /// environment variable when it is set and not empty, and `backends`
+    /// from wgpu's `WGPU_BACKEND` (e.g. `vulkan`, `gl`, `metal,dx12`) when set.
     pub fn from_env() -> Self {
         let adapter = std::env::var("PULLBACK_ADAPTER")
             .ok()
             .filter(|s| !s.trim().is_empty());
         DeviceOptions {
             adapter,
-            ..Default::default()
+            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
         }
     }
 }
