@@ -7,6 +7,7 @@
 // operand tiles staged in workgroup memory (DEPTH 32 measured faster than 16
 // on lavapipe: half the barriers).
 // Slot 0: M, N, P, a_rs, a_cs, b_rs. Slot 1: b_cs. rank = batch rank.
+// x0, x1: first batch entry and first row tile of this dispatch.
 
 const TILE: u32 = 64u;
 const DEPTH: u32 = 32u;
@@ -28,10 +29,13 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let a_cs = dim(0u, 4u);
     let b_rs = dim(0u, 5u);
     let b_cs = dim(1u, 0u);
-    let a_base = strided_offset(wid.z, 2u, 3u);
-    let b_base = strided_offset(wid.z, 2u, 4u);
-    let c_base = wid.z * m * n;
-    let row0 = wid.y * TILE;
+    // x0, x1: where this dispatch starts, in batch entries and row tiles
+    // (the host splits grids past 65535 per dimension into several).
+    let z = params.x0 + wid.z;
+    let a_base = strided_offset(z, 2u, 3u);
+    let b_base = strided_offset(z, 2u, 4u);
+    let c_base = z * m * n;
+    let row0 = (params.x1 + wid.y) * TILE;
     let col0 = wid.x * TILE;
     let tx = lid.x % 16u;
     let ty = lid.x / 16u;

@@ -66,11 +66,8 @@ fn gemm(
     b: &Operand,
 ) -> Result<Storage> {
     let z = numel(batch);
-    if batch.len() > MAX_RANK
-        || z > MAX_GRID
-        || m.div_ceil(TILE) > MAX_GRID
-        || n.div_ceil(TILE) > MAX_GRID
-    {
+    let (row_tiles, col_tiles) = (m.div_ceil(TILE), n.div_ceil(TILE));
+    if batch.len() > MAX_RANK || col_tiles > MAX_GRID {
         return Err(invalid(
             "matmul",
             format!("a product of {z} matrices of {m}×{n} exceeds the dispatch limits"),
@@ -84,8 +81,19 @@ fn gemm(
         .slot(2, batch)
         .slot(3, &a.batch_strides)
         .slot(4, &b.batch_strides);
-    let grid = (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, z as u32);
-    dev.dispatch_grid(&GEMM, &[], &params, &[a.buf, &out, b.buf], grid);
+    // One dispatch, unless the batch or the row tiles pass the 65535 limit
+    // of a grid dimension: then one per chunk, each told where it starts.
+    for z0 in (0..z.max(1)).step_by(MAX_GRID) {
+        for r0 in (0..row_tiles.max(1)).step_by(MAX_GRID) {
+            let grid = (
+                col_tiles as u32,
+                (row_tiles - r0).min(MAX_GRID) as u32,
+                (z - z0).min(MAX_GRID) as u32,
+            );
+            let params = params.extra(0, z0).extra(1, r0);
+            dev.dispatch_grid(&GEMM, &[], &params, &[a.buf, &out, b.buf], grid);
+        }
+    }
     Ok(out)
 }
 
