@@ -7,64 +7,42 @@
 
 // Rows of the K loop between workgroup barriers; 0: none. See common.wgsl.
 override SYNC_ROWS: u32 = 0u;
+// false: gather; true: scatter.
+override SCATTER: bool = false;
 
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-fn gather_row(k: u32, i: u32, off: u32) {
-    dst[k * params.n + i] = params.scalar * src[k * params.x0 + off];
-}
-
-fn scatter_row(k: u32, i: u32, off: u32) {
-    dst[k * params.x0 + off] = src[k * params.n + i];
-}
-
-@compute @workgroup_size(WG)
-fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-          @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_id(wid, lid, nwg);
-    if (i >= params.n) { return; }
-    let off = params.x1 + strided_offset(i, 0u, 1u);
-    for (var k = 0u; k < params.k; k++) {
-        gather_row(k, i, off);
+// One row of either direction: gather, or scatter when SCATTER is set.
+fn copy_row(k: u32, i: u32, off: u32) {
+    if (SCATTER) {
+        dst[k * params.x0 + off] = src[k * params.n + i];
+    } else {
+        dst[k * params.n + i] = params.scalar * src[k * params.x0 + off];
     }
 }
 
 @compute @workgroup_size(WG)
-fn scatter(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(num_workgroups) nwg: vec3<u32>) {
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(wid, lid, nwg);
     if (i >= params.n) { return; }
     let off = params.x1 + strided_offset(i, 0u, 1u);
     for (var k = 0u; k < params.k; k++) {
-        scatter_row(k, i, off);
+        copy_row(k, i, off);
     }
 }
 
-// `gather` and `scatter` with a barrier every SYNC_ROWS rows (see row_sync).
+// `copy` with a barrier every SYNC_ROWS rows (see row_sync).
 @compute @workgroup_size(WG)
-fn gather_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                 @builtin(num_workgroups) nwg: vec3<u32>) {
+fn copy_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(wid, lid, nwg);
     let live = i < params.n;
     let off = params.x1 + strided_offset(select(0u, i, live), 0u, 1u);
     for (var k = 0u; k < params.k; k++) {
         if (live) {
-            gather_row(k, i, off);
-        }
-        row_sync(k, SYNC_ROWS);
-    }
-}
-
-@compute @workgroup_size(WG)
-fn scatter_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_id(wid, lid, nwg);
-    let live = i < params.n;
-    let off = params.x1 + strided_offset(select(0u, i, live), 0u, 1u);
-    for (var k = 0u; k < params.k; k++) {
-        if (live) {
-            scatter_row(k, i, off);
+            copy_row(k, i, off);
         }
         row_sync(k, SYNC_ROWS);
     }

@@ -7,14 +7,19 @@ use std::sync::Arc;
 use crate::device::Device;
 use crate::error::{Error, Result, invalid};
 use crate::kernels::{Access, LAYOUT, Params, RowKernel, groups_for};
-use crate::ops::{Contributions, Op, VjpCtx, check_device, check_operands, fill, record, reduce};
+use crate::ops::{
+    Contributions, Op, VjpCtx, check_device, check_operands, fill, flag, record, reduce,
+};
 use crate::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, numel};
 use crate::tensor::Tensor;
 
-const COPY_BINDINGS: &[(u32, Access)] = &[(1, Access::Read), (2, Access::Write)];
-const GATHER: RowKernel = RowKernel::new(&LAYOUT, "gather", "gather_synced", COPY_BINDINGS);
-const SCATTER: RowKernel = RowKernel::new(&LAYOUT, "scatter", "scatter_synced", COPY_BINDINGS);
+const COPY: RowKernel = RowKernel::new(
+    &LAYOUT,
+    "copy",
+    "copy_synced",
+    &[(1, Access::Read), (2, Access::Write)],
+);
 
 /// A strided view of a `[K, ...]` buffer: `shape` walked row-major, element
 /// `i` at `k * row + offset + Σ index_d · strides_d`.
@@ -45,29 +50,35 @@ pub(crate) fn gather(
     view: &View,
     scale: f32,
 ) -> Result<Storage> {
-    let n = numel(view.shape);
-    let out = dev.alloc("copied view", k * n)?;
-    let (kernel, sync_rows) = dev.rows_variant(&GATHER, k);
-    dev.dispatch(
-        kernel,
-        &[("SYNC_ROWS", sync_rows)],
-        &view.params(k, scale),
-        &[src, &out],
-        groups_for(n as u64),
-    );
+    let out = dev.alloc("copied view", k * numel(view.shape))?;
+    copy(dev, src, &out, k, view, scale, false);
     Ok(out)
 }
 
 /// Writes the contiguous `[K, *view.shape]` buffer `src` into the view of `dst`.
 pub(crate) fn scatter(dev: &Device, src: &Storage, k: usize, dst: &Storage, view: &View) {
-    let n = numel(view.shape);
-    let (kernel, sync_rows) = dev.rows_variant(&SCATTER, k);
+    copy(dev, src, dst, k, view, 1.0, true);
+}
+
+/// One dispatch of `shaders/layout.wgsl`: gather (view of `src` -> `dst`) or scatter.
+fn copy(
+    dev: &Device,
+    src: &Storage,
+    dst: &Storage,
+    k: usize,
+    view: &View,
+    scale: f32,
+    scatter: bool,
+) {
+    let (kernel, sync_rows) = dev.rows_variant(&COPY, k);
+    let constants = [("SYNC_ROWS", sync_rows), ("SCATTER", flag(scatter))];
+    let groups = groups_for(numel(view.shape) as u64);
     dev.dispatch(
         kernel,
-        &[("SYNC_ROWS", sync_rows)],
-        &view.params(k, 1.0),
+        &constants,
+        &view.params(k, scale),
         &[src, dst],
-        groups_for(n as u64),
+        groups,
     );
 }
 
