@@ -164,22 +164,6 @@ impl Device {
         self.wait()
     }
 
-    /// The variant of a K-row kernel to run, with its `SYNC_ROWS` constant.
-    /// On CPU adapters (lavapipe) an invocation runs its whole K loop before
-    /// the next one starts, touching K rows n floats apart that evict each
-    /// other from cache; a barrier every 8 rows makes the workgroup stream
-    /// rows contiguously (a two-output adjoint at K=64, n=2^16: 15.5 ms ->
-    /// 6.4 ms). For K = 1 the plain variant is faster (no masked loop), and
-    /// GPUs need no barrier at all.
-    pub(crate) fn rows_variant<'a>(&self, kernel: &'a RowKernel, k: usize) -> (&'a Kernel, f64) {
-        const ROWS_PER_BARRIER: f64 = 8.0;
-        if self.shared.info.device_type == wgpu::DeviceType::Cpu && k > 1 {
-            (&kernel.synced, ROWS_PER_BARRIER)
-        } else {
-            (&kernel.plain, 0.0)
-        }
-    }
-
     /// True when both handles refer to the same device.
     pub fn same(&self, other: &Device) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)
@@ -211,12 +195,8 @@ impl Device {
         self.shared.pool.take(what, (len as u64).saturating_mul(4))
     }
 
-    pub(crate) fn upload(&self, what: &str, data: &[f32]) -> Result<Storage> {
-        self.check_alive()?;
-        self.shared.pool.upload(what, bytemuck::cast_slice(data))
-    }
-
-    pub(crate) fn upload_u32(&self, what: &str, data: &[u32]) -> Result<Storage> {
+    /// A fresh buffer holding `data` (f32 values, or u32 indices).
+    pub(crate) fn upload<T: bytemuck::Pod>(&self, what: &str, data: &[T]) -> Result<Storage> {
         self.check_alive()?;
         self.shared.pool.upload(what, bytemuck::cast_slice(data))
     }
@@ -239,6 +219,35 @@ impl Device {
     ) {
         let (x, y) = crate::kernels::grid(workgroups);
         self.dispatch_grid(kernel, constants, params, buffers, (x, y, 1));
+    }
+
+    /// Records one dispatch of a kernel that loops over `k` cotangent rows,
+    /// choosing its variant and setting its `SYNC_ROWS` constant. On CPU
+    /// adapters (lavapipe) an invocation runs its whole K loop before the
+    /// next one starts, touching K rows n floats apart that evict each other
+    /// from cache; a barrier every 8 rows makes the workgroup stream rows
+    /// contiguously (a two-output adjoint at K=64, n=2^16: 15.5 ms -> 6.4
+    /// ms). For K = 1 the plain variant is faster (no masked loop), and GPUs
+    /// need no barrier at all.
+    pub(crate) fn dispatch_rows(
+        &self,
+        kernel: &RowKernel,
+        k: usize,
+        constants: &[(&'static str, f64)],
+        params: &Params,
+        buffers: &[&Storage],
+        workgroups: u64,
+    ) {
+        const ROWS_PER_BARRIER: f64 = 8.0;
+        let (variant, sync_rows) = if self.shared.info.device_type == wgpu::DeviceType::Cpu && k > 1
+        {
+            (&kernel.synced, ROWS_PER_BARRIER)
+        } else {
+            (&kernel.plain, 0.0)
+        };
+        let mut constants = constants.to_vec();
+        constants.push(("SYNC_ROWS", sync_rows));
+        self.dispatch(variant, &constants, params, buffers, workgroups);
     }
 
     /// Records one dispatch of an explicit (x, y, z) grid of workgroups.

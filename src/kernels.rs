@@ -67,7 +67,7 @@ pub(crate) struct Kernel {
 
 /// A kernel that loops over K cotangent rows, in two entry points: plain,
 /// and synced (a workgroup barrier every few rows; see `row_sync` in
-/// `shaders/common.wgsl`). Pick one with [`crate::Device::rows_variant`].
+/// `shaders/common.wgsl`). `Device::dispatch_rows` picks one.
 pub(crate) struct RowKernel {
     pub plain: Kernel,
     pub synced: Kernel,

@@ -126,12 +126,17 @@ impl Pool {
     pub fn take(self: &Arc<Self>, what: &str, bytes: u64) -> Result<Storage> {
         self.check_size(what, bytes)?;
         let class = size_class(bytes);
-        let reused = self.free.lock().unwrap().get_mut(&class).and_then(Vec::pop);
-        let buffer = match reused {
-            Some(b) => {
+        // Pop and uncount under one lock, as give_back counts and pushes.
+        let reused = {
+            let mut free = self.free.lock().unwrap();
+            let b = free.get_mut(&class).and_then(Vec::pop);
+            if b.is_some() {
                 self.counters.pooled.fetch_sub(class, Ordering::Relaxed);
-                b
             }
+            b
+        };
+        let buffer = match reused {
+            Some(b) => b,
             None => self.create(class, false)?,
         };
         self.counters.add_live(class);

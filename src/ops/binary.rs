@@ -138,19 +138,18 @@ pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
             [sa, sb] => (sa, sb),
             _ => (cx.g, cx.g),
         };
-        let (kernel, sync_rows) = dev.rows_variant(&ADJOINT, k);
         let constants = [
             ("OP", op as u32 as f64),
             ("BCAST", flag(bcast)),
             ("ALIGNED", flag(n.is_multiple_of(4))),
-            ("SYNC_ROWS", sync_rows),
             ("NEED_A", flag(computed[0])),
             ("NEED_B", flag(computed[1])),
         ];
         let params = broadcast_params(out, a, b, k);
         let bound = [&**cx.g, &buffers[0], &**sa, &**sb, &buffers[1]];
-        dev.dispatch(
-            kernel,
+        dev.dispatch_rows(
+            &ADJOINT,
+            k,
             &constants,
             &params,
             &bound,

@@ -64,8 +64,8 @@ fn inverse(indices: &[u32], d_len: usize) -> (Vec<u32>, Vec<u32>) {
 pub(crate) fn vjp(cx: &VjpCtx, axis: usize, indices: &[u32]) -> Result<Contributions> {
     let in_shape = &cx.inputs[0].shape;
     let (starts, list) = inverse(indices, in_shape[axis]);
-    let starts = cx.dev.upload_u32("index_select inverse", &starts)?;
-    let list = cx.dev.upload_u32("index_select inverse", &list)?;
+    let starts = cx.dev.upload("index_select inverse", &starts)?;
+    let list = cx.dev.upload("index_select inverse", &list)?;
     let total = numel(in_shape);
     let out = cx.dev.alloc("index_select cotangent", cx.k * total)?;
     let params = params(in_shape, axis, indices.len(), total, cx.k);
@@ -95,7 +95,7 @@ impl Tensor {
         let mut shape = self.shape().to_vec();
         shape[axis] = indices.len();
         let n = numel(&shape);
-        let idx = dev.upload_u32(
+        let idx = dev.upload(
             "index_select indices",
             if indices.is_empty() { &[0] } else { indices },
         )?;

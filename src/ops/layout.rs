@@ -70,11 +70,11 @@ fn copy(
     scale: f32,
     scatter: bool,
 ) {
-    let (kernel, sync_rows) = dev.rows_variant(&COPY, k);
-    let constants = [("SYNC_ROWS", sync_rows), ("SCATTER", flag(scatter))];
+    let constants = [("SCATTER", flag(scatter))];
     let groups = groups_for(numel(view.shape) as u64);
-    dev.dispatch(
-        kernel,
+    dev.dispatch_rows(
+        &COPY,
+        k,
         &constants,
         &view.params(k, scale),
         &[src, dst],

@@ -75,15 +75,14 @@ pub(crate) fn vjp(cx: &VjpCtx, op: UnaryOp, p: f32) -> Result<Contributions> {
     let n = numel(cx.out_shape);
     let out = cx.dev.alloc("unary cotangent", cx.k * n)?;
     let saved = cx.saved.first().unwrap_or(cx.g);
-    let (kernel, sync_rows) = cx.dev.rows_variant(&ADJOINT, cx.k);
     let constants = [
         ("OP", op as u32 as f64),
         ("ALIGNED", flag(n.is_multiple_of(4))),
-        ("SYNC_ROWS", sync_rows),
     ];
     let params = Params::new(n, cx.k).scalar(p);
-    cx.dev.dispatch(
-        kernel,
+    cx.dev.dispatch_rows(
+        &ADJOINT,
+        cx.k,
         &constants,
         &params,
         &[cx.g, &out, saved],
