@@ -6,8 +6,14 @@
 // invocation a 4×4 block of it, stepping through P 32 at a time with both
 // operand tiles staged in workgroup memory (DEPTH 32 measured faster than 16
 // on lavapipe: half the barriers).
-// Slot 0: M, N, P, a_rs, a_cs, b_rs. Slot 1: b_cs. rank = batch rank.
+// Slot 0: M, N, P, a_rs, a_cs, b_rs. Slot 1: b_cs, N_IN. rank = batch rank.
 // x0, x1: first batch entry and first row tile of this dispatch.
+//
+// Folded batches: when A is the same matrix in every batch entry, the host
+// folds the batch into the columns, so narrow products (N = 1: a
+// matrix-vector product per entry, or per cotangent) fill whole tiles:
+// column c is column c % N_IN of batch entry c / N_IN, N counts all of
+// them, and the grid has one batch entry. Unfolded, N_IN = N.
 
 const TILE: u32 = 64u;
 const DEPTH: u32 = 32u;
@@ -29,16 +35,23 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let a_cs = dim(0u, 4u);
     let b_rs = dim(0u, 5u);
     let b_cs = dim(1u, 0u);
+    let n_in = dim(1u, 1u);
     // x0, x1: where this dispatch starts, in batch entries and row tiles
     // (the host splits grids past 65535 per dimension into several).
     let z = params.x0 + wid.z;
     let a_base = strided_offset(z, 2u, 3u);
-    let b_base = strided_offset(z, 2u, 4u);
-    let c_base = z * m * n;
     let row0 = (params.x1 + wid.y) * TILE;
     let col0 = wid.x * TILE;
     let tx = lid.x % 16u;
     let ty = lid.x / 16u;
+    // The B column this invocation loads is the same at every step (WG is
+    // a multiple of TILE): its offset is computed once.
+    let bj = col0 + lid.x % TILE;
+    let b_live = bj < n;
+    var b_col = 0u;
+    if (b_live) {
+        b_col = strided_offset(z + bj / n_in, 2u, 4u) + (bj % n_in) * b_cs;
+    }
     var acc = array<vec4<f32>, 4>(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
     for (var p0 = 0u; p0 < p_len; p0 += DEPTH) {
         for (var e = 0u; e < DEPTH * TILE / WG; e++) {
@@ -55,8 +68,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             let j = idx % TILE;
             let q = idx / TILE;
             var w = 0.0;
-            if (col0 + j < n && p0 + q < p_len) {
-                w = b_buf[b_base + (p0 + q) * b_rs + (col0 + j) * b_cs];
+            if (b_live && p0 + q < p_len) {
+                w = b_buf[b_col + (p0 + q) * b_rs];
             }
             b_tile[q * (TILE / 4u) + j / 4u][j % 4u] = w;
         }
@@ -77,7 +90,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             for (var c = 0u; c < 4u; c++) {
                 let j = col0 + tx * 4u + c;
                 if (j < n) {
-                    c_buf[c_base + i * n + j] = acc[r][c];
+                    // C is [*batch, M, N_IN], contiguous.
+                    let zj = z + j / n_in;
+                    c_buf[(zj * m + i) * n_in + j % n_in] = acc[r][c];
                 }
             }
         }

@@ -49,6 +49,11 @@ pub enum Error {
         bytes: u64,
         limit: u64,
     },
+    /// Not even one cotangent row of a pass fits the device's memory budget
+    /// ([`crate::Device::set_memory_budget`]).
+    MemoryBudget { row_bytes: u64, budget: u64 },
+    /// A graph that mixes examples was given to a per-example computation.
+    MixesExamples { op: &'static str, reason: String },
     /// The GPU device was lost (driver reset, unplugged, destroyed).
     DeviceLost(String),
     /// The GPU ran out of memory or reported an error for an operation.
@@ -126,6 +131,19 @@ impl fmt::Display for Error {
                 f,
                 "{what} needs {bytes} bytes but the adapter allows at most {limit} bytes per \
                  buffer; split the work into smaller tensors or use an adapter with larger limits"
+            ),
+            Error::MemoryBudget { row_bytes, budget } => write!(
+                f,
+                "one cotangent row of this pass needs {row_bytes} bytes of working memory, more \
+                 than the device's memory budget of {budget} bytes; raise the budget with \
+                 Device::set_memory_budget (or clear it), or differentiate a smaller graph"
+            ),
+            Error::MixesExamples { op, reason } => write!(
+                f,
+                "per-example gradients: `{op}` mixes examples: {reason}. Per-example gradients \
+                 need every value to keep example b in row b of axis 0 from the data to the \
+                 loss; compute this part per example, or use vjp_batched with one-hot \
+                 cotangents (one row per example)"
             ),
             Error::DeviceLost(msg) => write!(
                 f,

@@ -31,6 +31,8 @@ pub struct Stats {
     pub allocations: u64,
 }
 
+/// Live and peak bytes plus event counts. A device has one; a dry run
+/// (see [`crate::Device::dry_run`]) tallies its virtual buffers in another.
 #[derive(Default)]
 pub(crate) struct Counters {
     pub submits: AtomicU64,
@@ -62,6 +64,15 @@ impl Counters {
         let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(now, Ordering::Relaxed);
     }
+
+    fn sub_live(&self, bytes: u64) {
+        self.live.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// The most live bytes reached (the peak of a dry run's tally).
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
 }
 
 /// Buffers usable by every kernel: storage plus both copy directions.
@@ -85,8 +96,11 @@ pub(crate) struct Pool {
     device: wgpu::Device,
     free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     pub counters: Counters,
-    /// Largest buffer the adapter lets us bind as storage.
+    /// Largest buffer the adapter lets us bind as storage (kernel operands).
     pub max_binding: u64,
+    /// Largest buffer the adapter lets us create (tensors that are only
+    /// copied: results assembled from chunks, uploads, readbacks).
+    pub max_buffer: u64,
     /// Idle bytes kept for reuse at most; buffers past it are released.
     idle_limit: AtomicU64,
 }
@@ -105,26 +119,35 @@ impl Pool {
             free: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             max_binding,
+            max_buffer: limits.max_buffer_size,
             idle_limit: AtomicU64::new(DEFAULT_IDLE_LIMIT),
         }
     }
 
-    pub fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+    /// `bytes` must fit a buffer a kernel can bind (`bindable`), or one that
+    /// is only copied.
+    pub fn check_size(&self, what: &str, bytes: u64, bindable: bool) -> Result<()> {
+        let limit = if bindable {
+            self.max_binding
+        } else {
+            self.max_buffer
+        };
         // `bytes` first: size_class would overflow near u64::MAX.
-        if bytes > self.max_binding || size_class(bytes) > self.max_binding {
+        if bytes > limit || size_class(bytes) > limit {
             return Err(Error::TooLarge {
                 what: what.to_string(),
                 bytes,
-                limit: self.max_binding,
+                limit,
             });
         }
         Ok(())
     }
 
-    /// A buffer of at least `bytes` bytes, from the pool when one is idle.
-    /// Its contents are unspecified: every kernel writes all of its output.
-    pub fn take(self: &Arc<Self>, what: &str, bytes: u64) -> Result<Storage> {
-        self.check_size(what, bytes)?;
+    /// A buffer of at least `bytes` bytes, from the pool when one is idle;
+    /// `bindable`: small enough for a kernel to bind. Its contents are
+    /// unspecified: every kernel writes all of its output.
+    pub fn take(self: &Arc<Self>, what: &str, bytes: u64, bindable: bool) -> Result<Storage> {
+        self.check_size(what, bytes, bindable)?;
         let class = size_class(bytes);
         // Pop and uncount under one lock, as give_back counts and pushes.
         let reused = {
@@ -143,14 +166,15 @@ impl Pool {
         Ok(Storage {
             buffer: Some(buffer),
             class,
-            pool: self.clone(),
+            home: Home::Pool(self.clone()),
         })
     }
 
     /// A fresh buffer holding `data` (mapped at creation, so the upload is
-    /// ordered before any later dispatch without touching the queue).
+    /// ordered before any later dispatch without touching the queue). It
+    /// may exceed the binding limit: ops then refuse it, readback works.
     pub fn upload(self: &Arc<Self>, what: &str, data: &[u8]) -> Result<Storage> {
-        self.check_size(what, data.len() as u64)?;
+        self.check_size(what, data.len() as u64, false)?;
         let class = size_class(data.len() as u64);
         let buffer = self.create(class, true)?;
         {
@@ -165,7 +189,27 @@ impl Pool {
         Ok(Storage {
             buffer: Some(buffer),
             class,
-            pool: self.clone(),
+            home: Home::Pool(self.clone()),
+        })
+    }
+
+    /// A buffer-less stand-in for [`Pool::take`] in a dry run: the same
+    /// size checks and size class, counted in `tally` instead of the
+    /// device's counters.
+    pub fn take_virtual(
+        &self,
+        tally: &Arc<Counters>,
+        what: &str,
+        bytes: u64,
+        bindable: bool,
+    ) -> Result<Storage> {
+        self.check_size(what, bytes, bindable)?;
+        let class = size_class(bytes);
+        tally.add_live(class);
+        Ok(Storage {
+            buffer: None,
+            class,
+            home: Home::Tally(tally.clone()),
         })
     }
 
@@ -198,7 +242,7 @@ impl Pool {
     }
 
     fn give_back(&self, buffer: wgpu::Buffer, class: u64) {
-        self.counters.live.fetch_sub(class, Ordering::Relaxed);
+        self.counters.sub_live(class);
         let mut free = self.free.lock().unwrap();
         let pooled = self.counters.pooled.load(Ordering::Relaxed);
         if pooled + class > self.idle_limit.load(Ordering::Relaxed) {
@@ -212,24 +256,43 @@ impl Pool {
 /// A GPU buffer holding f32 data, owned by the pool. Shared through `Arc`;
 /// contents are never modified once a kernel wrote them, except by the
 /// scheduler accumulating into a cotangent it holds the only reference to.
+/// In a dry run it has no buffer and only counts its bytes.
 pub(crate) struct Storage {
     buffer: Option<wgpu::Buffer>,
     class: u64,
-    pool: Arc<Pool>,
+    home: Home,
+}
+
+/// Where a storage's bytes go back to when it is dropped.
+enum Home {
+    Pool(Arc<Pool>),
+    Tally(Arc<Counters>),
 }
 
 impl Storage {
+    /// The buffer. Only real storages are bound or copied: a dry-run device
+    /// records no dispatch or copy, so it never asks a virtual one.
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buffer
             .as_ref()
-            .expect("storage buffer present until drop")
+            .expect("only real storages are bound (dry runs record nothing)")
+    }
+
+    /// Bytes reserved (the size class).
+    pub fn bytes(&self) -> u64 {
+        self.class
     }
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        if let Some(buffer) = self.buffer.take() {
-            self.pool.give_back(buffer, self.class);
+        match &self.home {
+            Home::Pool(pool) => {
+                if let Some(buffer) = self.buffer.take() {
+                    pool.give_back(buffer, self.class);
+                }
+            }
+            Home::Tally(tally) => tally.sub_live(self.class),
         }
     }
 }

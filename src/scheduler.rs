@@ -1,144 +1,81 @@
-//! One backward/VJP pass over the recorded graph, for K cotangents at once.
-//!
-//! 1. Order: iterative depth-first search from the outputs gives a
-//!    topological order (every node after its inputs).
-//! 2. Prune: keep the nodes from which a wanted node (a requested input, or
-//!    any leaf for `backward`) can be reached; nothing else is visited.
-//! 3. Sweep in reverse order: a node's cotangent is complete once all its
-//!    consumers are done. Its rule returns one contribution per input it is
-//!    asked for; only this module accumulates them (in place when it holds
-//!    the only reference, otherwise into a new buffer). A cotangent buffer
-//!    goes back to the pool right after its rule has been encoded.
+//! Executes a [`Plan`]: one sweep over its steps for K cotangents at once.
+//! A node's cotangent is complete once all its consumers are done (the
+//! plan orders every consumer first). Its rule returns one contribution per
+//! input the plan asks for; only this module accumulates them (in place
+//! when it holds the only reference, otherwise into a new buffer). A
+//! cotangent buffer goes back to the pool right after its rule has been
+//! encoded.
 //!
 //! Every dispatch lands in the device's pending encoder; the caller submits
-//! once at the end of the pass. Cotangents are `[K, *shape]` throughout, so
-//! a pass issues the same number of dispatches for K = 1 and K = 64.
+//! once at the end of the pass. Cotangents are `[rows, *shape]` throughout
+//! (rows = K, or per the plan), so a pass issues the same number of
+//! dispatches for K = 1 and K = 64. On a dry-run device the same sweep only
+//! sizes its buffers (see `Plan::working_bytes`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::device::Device;
 use crate::error::Result;
 use crate::graph::{Node, NodeKind};
 use crate::ops::{self, VjpCtx};
+use crate::plan::Plan;
 use crate::pool::Storage;
 use crate::shape::numel;
 
-/// Which nodes' cotangents a pass returns.
-pub(crate) enum Wanted {
-    /// Every leaf reached (`backward`).
-    Leaves,
-    /// These nodes (`vjp`, `vjp_batched`).
-    Nodes(Vec<Arc<Node>>),
-}
-
-/// Runs the pass from `seeds` (output node, its `[K, *shape]` cotangent) and
-/// returns each wanted node that a cotangent reached, with that cotangent.
-/// Wanted nodes the outputs do not depend on are absent.
-pub(crate) fn run(
+/// Runs `plan` from `seeds` (output node, its `[rows, *shape]` cotangent)
+/// and returns, for each of the plan's wanted nodes, its cotangent, or None
+/// where no cotangent reaches it.
+pub(crate) fn execute(
     dev: &Device,
+    plan: &Plan,
     k: usize,
     seeds: Vec<(Arc<Node>, Arc<Storage>)>,
-    wanted: &Wanted,
-) -> Result<Vec<(Arc<Node>, Arc<Storage>)>> {
-    let order = topological_order(seeds.iter().map(|(n, _)| n.clone()).collect());
-    let wanted_keys: HashSet<usize> = match wanted {
-        Wanted::Leaves => order
-            .iter()
-            .filter(|n| matches!(n.kind, NodeKind::Leaf { .. }))
-            .map(|n| n.key())
-            .collect(),
-        Wanted::Nodes(nodes) => nodes.iter().map(|n| n.key()).collect(),
-    };
-    let useful = prune(&order, &wanted_keys);
-
+) -> Result<Vec<Option<Arc<Storage>>>> {
     let mut cotangents: HashMap<usize, Arc<Storage>> = HashMap::new();
+    let len = |node: &Arc<Node>| plan.rows(node, k) * numel(&node.shape);
     for (node, v) in seeds {
-        let len = k * numel(&node.shape);
-        accumulate(dev, &mut cotangents, node.key(), v, len)?;
+        accumulate(dev, &mut cotangents, node.key(), v, len(&node))?;
     }
-    let mut reached = Vec::new();
-    for node in order.iter().rev() {
-        let key = node.key();
-        if !useful.contains(&key) {
-            continue;
-        }
-        let Some(g) = cotangents.remove(&key) else {
+    let mut reached: HashMap<usize, Arc<Storage>> = HashMap::new();
+    for step in &plan.steps {
+        let node = &step.node;
+        let Some(g) = cotangents.remove(&node.key()) else {
             continue;
         };
-        if wanted_keys.contains(&key) {
-            reached.push((node.clone(), g.clone()));
+        if step.wanted {
+            reached.insert(node.key(), g.clone());
         }
         let NodeKind::Op { op, inputs, saved } = &node.kind else {
             continue;
         };
-        let needs: Vec<bool> = inputs
-            .iter()
-            .map(|i| i.node.as_ref().is_some_and(|m| useful.contains(&m.key())))
-            .collect();
-        if !needs.contains(&true) {
+        if !step.needs.contains(&true) {
             continue;
         }
         let cx = VjpCtx {
             dev,
-            k,
+            k: plan.rows(node, k),
             g: &g,
             out_shape: &node.shape,
             inputs,
             saved,
-            needs: &needs,
+            needs: &step.needs,
+            per_example: &step.per_example,
         };
         let contributions = op.vjp(&cx)?;
-        for ((input, need), contribution) in inputs.iter().zip(&needs).zip(contributions) {
+        for ((input, need), contribution) in inputs.iter().zip(&step.needs).zip(contributions) {
             if let (true, Some(m), Some(c)) = (*need, &input.node, contribution) {
-                accumulate(dev, &mut cotangents, m.key(), c, k * numel(&m.shape))?;
+                accumulate(dev, &mut cotangents, m.key(), c, len(m))?;
             }
         }
         // `g` drops here: its buffer returns to the pool unless a result or
         // an aliasing contribution still holds it.
     }
-    Ok(reached)
-}
-
-/// Inputs before consumers; each node once.
-fn topological_order(roots: Vec<Arc<Node>>) -> Vec<Arc<Node>> {
-    let mut order = Vec::new();
-    let mut visited = HashSet::new();
-    let mut stack: Vec<(Arc<Node>, bool)> = roots.into_iter().map(|n| (n, false)).collect();
-    while let Some((node, expanded)) = stack.pop() {
-        if expanded {
-            order.push(node);
-            continue;
-        }
-        if !visited.insert(node.key()) {
-            continue;
-        }
-        stack.push((node.clone(), true));
-        for input in node.inputs() {
-            if let Some(m) = &input.node
-                && !visited.contains(&m.key())
-            {
-                stack.push((m.clone(), false));
-            }
-        }
-    }
-    order
-}
-
-/// The nodes on some path to a wanted node (wanted nodes included).
-fn prune(order: &[Arc<Node>], wanted: &HashSet<usize>) -> HashSet<usize> {
-    let mut useful = HashSet::new();
-    for node in order {
-        let on_path = wanted.contains(&node.key())
-            || node
-                .inputs()
-                .iter()
-                .any(|i| i.node.as_ref().is_some_and(|m| useful.contains(&m.key())));
-        if on_path {
-            useful.insert(node.key());
-        }
-    }
-    useful
+    Ok(plan
+        .wanted
+        .iter()
+        .map(|n| reached.get(&n.key()).cloned())
+        .collect())
 }
 
 /// Adds contribution `c` (`len` values) to the cotangent of node `key`.

@@ -7,8 +7,9 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{Node, NodeKind};
 use crate::ops;
+use crate::plan::{Plan, Wanted};
 use crate::pool::Storage;
-use crate::scheduler::{self, Wanted};
+use crate::scheduler;
 use crate::shape::{check_rank, numel};
 
 /// An f32 tensor on a [`Device`], row-major, rank 0 to 6. Cheap to clone:
@@ -243,8 +244,12 @@ impl Tensor {
                 what: "the tensor backward() started from".into(),
             });
         };
-        let reached = scheduler::run(dev, 1, vec![(node, v.inner.data.clone())], &Wanted::Leaves)?;
-        for (leaf, contribution) in reached {
+        let plan = Plan::new(std::slice::from_ref(&node), Wanted::Leaves);
+        let reached = scheduler::execute(dev, &plan, 1, vec![(node, v.inner.data.clone())])?;
+        for (leaf, contribution) in plan.wanted.iter().zip(reached) {
+            let Some(contribution) = contribution else {
+                continue;
+            };
             let NodeKind::Leaf { grad } = &leaf.kind else {
                 continue;
             };

@@ -234,12 +234,11 @@ fn element_count_overflow_is_too_large_not_a_panic() {
 #[test]
 fn size_past_this_adapters_limit_with_small_dimensions() {
     let d = dev();
-    // A request just past this adapter's own limit, with every dimension
-    // small: also TooLarge, and the limit it names is the adapter's.
-    let limit = {
-        let l = d.wgpu_device().limits();
-        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
-    };
+    // A request just past this adapter's largest buffer, with every
+    // dimension small: TooLarge before anything is allocated, naming the
+    // adapter's limit. (Tensors between the binding limit and this one
+    // exist for chunked results and uploads: see tests/chunking.rs.)
+    let limit = d.wgpu_device().limits().max_buffer_size;
     let elements = limit / 4 + 1024;
     let e = expect_err(d.zeros(&[(elements / 1024) as usize, 1024]), &[]);
     match e {
@@ -251,15 +250,6 @@ fn size_past_this_adapters_limit_with_small_dimensions() {
         }
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    // A batched gradient too large for one buffer ([K, *x.shape] with a
-    // small cotangent [K]): TooLarge from vjp_batched, before any work.
-    let n = 1 << 20;
-    let x = ok(d.zeros(&[n])).requires_grad();
-    let y = ok(x.sum_all());
-    let k = (limit / 4 / n as u64 + 1) as usize;
-    let v = ok(d.ones(&[k]));
-    let e = expect_err(pullback::vjp_batched(&[&y], &[&v], &[&x]), &["gradient"]);
-    assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
     assert_usable(d);
 }
 

@@ -293,6 +293,25 @@ fn matmul_broadcast_batch() {
     );
 }
 
+/// Matrix-vector products, where `gemm` folds the batch into the free
+/// dimension: A the same matrix for every batch entry (K cotangents, or a
+/// broadcast batch) folds into the columns, a stack of row vectors times
+/// one matrix into the rows. Sizes cross the 64-wide tiles; K = 64 makes
+/// dB of `W·x` one GEMM with 64 columns.
+#[test]
+fn matmul_matrix_vector_products_fold_batches() {
+    check_all(
+        &[
+            (&[130, 70], &[70, 1]),
+            (&[5, 6], &[4, 6, 1]),
+            (&[9, 70], &[3, 2, 70, 2]),
+            (&[4, 1, 6], &[6, 5]),
+            (&[3, 1, 70], &[70, 65]),
+        ],
+        Track::Both,
+    );
+}
+
 /// Only one operand tracked, the other a constant in the graph: the adjoint
 /// computes only the tracked operand's gradient.
 #[test]

@@ -48,7 +48,7 @@ pub(crate) fn saves(op: BinaryOp) -> &'static [Saved] {
 }
 
 impl BinaryOp {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             BinaryOp::Add => "add",
             BinaryOp::Sub => "sub",
@@ -165,8 +165,8 @@ pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
     for (i, slot) in at_out.into_iter().enumerate() {
         let c = match (cx.needs[i], slot) {
             (false, _) => None,
-            (true, Some(c)) => Some(reduce::sum_to(dev, &c, k, out, &cx.inputs[i].shape)?),
-            (true, None) => Some(reduce::sum_to(dev, cx.g, k, out, &cx.inputs[i].shape)?),
+            (true, Some(c)) => Some(reduce::sum_to_input(cx, i, &c, out)?),
+            (true, None) => Some(reduce::sum_to_input(cx, i, cx.g, out)?),
         };
         contributions.push(c);
     }

@@ -1,4 +1,5 @@
-//! Fill a buffer with one value: constructors, seeds, zero gradients.
+//! Buffers written without inputs: one value everywhere (constructors,
+//! seeds, zero gradients) and rows of the identity (Jacobian cotangents).
 
 use crate::device::Device;
 use crate::error::Result;
@@ -10,15 +11,58 @@ const FILL_KERNEL: Kernel = Kernel {
     entry: "fill",
     bindings: &[(1, Access::Write)],
 };
+const IDENTITY_ROWS: Kernel = Kernel {
+    module: &FILL,
+    entry: "identity_rows",
+    bindings: &[(1, Access::Write)],
+};
 
+/// `len` copies of `value`. Past the binding limit (a tensor that only
+/// copies and readback can use) zeros are a clear and other values are
+/// copied from a filled piece, so no kernel binds the whole buffer.
 pub(crate) fn fill(dev: &Device, len: usize, value: f32) -> Result<Storage> {
+    if dev.check_bindable("filled tensor", len).is_err() {
+        return fill_large(dev, len, value);
+    }
     let out = dev.alloc("filled tensor", len)?;
+    fill_into(dev, &out, len, value);
+    Ok(out)
+}
+
+fn fill_into(dev: &Device, out: &Storage, len: usize, value: f32) {
     dev.dispatch(
         &FILL_KERNEL,
         &[],
         &Params::new(len, 1).scalar(value),
-        &[&out],
+        &[out],
         groups_for(len.div_ceil(4) as u64),
+    );
+}
+
+fn fill_large(dev: &Device, len: usize, value: f32) -> Result<Storage> {
+    let out = dev.alloc_large("filled tensor", len)?;
+    if value.to_bits() == 0 {
+        dev.clear(&out);
+        return Ok(out);
+    }
+    const PIECE: usize = 1 << 22; // 16 MiB: far under any binding limit
+    let piece = dev.alloc("fill pattern", PIECE)?;
+    fill_into(dev, &piece, PIECE, value);
+    for start in (0..len).step_by(PIECE) {
+        dev.copy(&piece, 0, &out, start, PIECE.min(len - start));
+    }
+    Ok(out)
+}
+
+/// Rows `start..start + k` of the `n`×`n` identity, `[k, n]`.
+pub(crate) fn identity_rows(dev: &Device, k: usize, n: usize, start: usize) -> Result<Storage> {
+    let out = dev.alloc("identity rows", k * n)?;
+    dev.dispatch(
+        &IDENTITY_ROWS,
+        &[],
+        &Params::new(n, k).extra(0, start),
+        &[&out],
+        groups_for((k * n).div_ceil(4) as u64),
     );
     Ok(out)
 }

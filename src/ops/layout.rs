@@ -118,13 +118,7 @@ pub(crate) fn vjp_permute(cx: &VjpCtx, perm: &[usize]) -> Result<Contributions> 
 }
 
 pub(crate) fn vjp_broadcast(cx: &VjpCtx) -> Result<Contributions> {
-    Ok(vec![Some(reduce::sum_to(
-        cx.dev,
-        cx.g,
-        cx.k,
-        cx.out_shape,
-        &cx.inputs[0].shape,
-    )?)])
+    Ok(vec![Some(reduce::sum_to_input(cx, 0, cx.g, cx.out_shape)?)])
 }
 
 pub(crate) fn vjp_narrow(cx: &VjpCtx, axis: usize, start: usize) -> Result<Contributions> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::device::Device;
 use crate::error::{Error, Result, invalid};
 use crate::kernels::{Access, Kernel, MATMUL, MAX_RANK, Params};
-use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, record, reduce};
+use crate::ops::{Contributions, Op, PerExample, Saved, VjpCtx, check_operands, record, reduce};
 use crate::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, numel};
 use crate::tensor::Tensor;
@@ -58,6 +58,12 @@ impl<'a> Operand<'a> {
 }
 
 /// C[z] = A[z]·B[z] for every z of `batch`; C is `[*batch, m, n]`, contiguous.
+/// Narrow products waste most of a 64×64 tile, so batches are folded into
+/// the free dimensions where the layouts allow, without copies: into the
+/// columns when A is the same matrix in every entry (a matrix times K
+/// vectors is one GEMM with N·K columns), into the rows when B is and A is
+/// a row-major stack. Every element is computed by the same loop either
+/// way, so folding changes no result.
 fn gemm(
     dev: &Device,
     batch: &[usize],
@@ -66,7 +72,41 @@ fn gemm(
     b: &Operand,
 ) -> Result<Storage> {
     let z = numel(batch);
-    let (row_tiles, col_tiles) = (m.div_ceil(TILE), n.div_ceil(TILE));
+    let invariant = |o: &Operand| o.batch_strides.iter().all(|&s| s == 0);
+    if z > 1 && invariant(a) && (z * n).div_ceil(TILE) <= MAX_GRID {
+        return gemm_dispatch(dev, batch, (m, n, p), a, b, true);
+    }
+    let stacked = a.cs == 1
+        && a.rs == p
+        && batch_strides(batch, batch, m * p)
+            .iter()
+            .zip(&a.batch_strides)
+            .zip(batch)
+            .all(|((want, got), &d)| d == 1 || want == got);
+    if z > 1 && invariant(b) && stacked {
+        let rows = Operand::plain(a.buf, p, vec![]);
+        let b = Operand {
+            batch_strides: vec![],
+            ..*b
+        };
+        return gemm_dispatch(dev, &[], (z * m, n, p), &rows, &b, false);
+    }
+    gemm_dispatch(dev, batch, (m, n, p), a, b, false)
+}
+
+/// One GEMM launch (split past the grid limits); `fold`: the batch is
+/// folded into the columns (A's batch strides are all 0).
+fn gemm_dispatch(
+    dev: &Device,
+    batch: &[usize],
+    (m, n, p): (usize, usize, usize),
+    a: &Operand,
+    b: &Operand,
+    fold: bool,
+) -> Result<Storage> {
+    let z = numel(batch);
+    let (cols, grid_z) = if fold { (z * n, 1) } else { (n, z) };
+    let (row_tiles, col_tiles) = (m.div_ceil(TILE), cols.div_ceil(TILE));
     if batch.len() > MAX_RANK || col_tiles > MAX_GRID {
         return Err(invalid(
             "matmul",
@@ -76,19 +116,19 @@ fn gemm(
     let out = dev.alloc("matmul output", z * m * n)?;
     let params = Params::new(0, 1)
         .rank(batch.len())
-        .slot(0, &[m, n, p, a.rs, a.cs, b.rs])
-        .slot(1, &[b.cs])
+        .slot(0, &[m, cols, p, a.rs, a.cs, b.rs])
+        .slot(1, &[b.cs, n])
         .slot(2, batch)
         .slot(3, &a.batch_strides)
         .slot(4, &b.batch_strides);
     // One dispatch, unless the batch or the row tiles pass the 65535 limit
     // of a grid dimension: then one per chunk, each told where it starts.
-    for z0 in (0..z.max(1)).step_by(MAX_GRID) {
+    for z0 in (0..grid_z.max(1)).step_by(MAX_GRID) {
         for r0 in (0..row_tiles.max(1)).step_by(MAX_GRID) {
             let grid = (
                 col_tiles as u32,
                 (row_tiles - r0).min(MAX_GRID) as u32,
-                (z - z0).min(MAX_GRID) as u32,
+                (grid_z - z0).min(MAX_GRID) as u32,
             );
             let params = params.extra(0, z0).extra(1, r0);
             dev.dispatch_grid(&GEMM, &[], &params, &[a.buf, &out, b.buf], grid);
@@ -113,10 +153,10 @@ fn split(shape: &[usize]) -> (&[usize], usize, usize) {
 
 pub(crate) fn vjp(cx: &VjpCtx) -> Result<Contributions> {
     let (dev, k) = (cx.dev, cx.k);
-    let (a_shape, b_shape) = (&cx.inputs[0].shape, &cx.inputs[1].shape);
+    let a_shape = &cx.inputs[0].shape;
     let (batch, m, n) = split(cx.out_shape);
     let (a_batch, _, p) = split(a_shape);
-    let (b_batch, _, _) = split(b_shape);
+    let (b_batch, _, _) = split(&cx.inputs[1].shape);
     let (sa, sb) = (&cx.saved[0], &cx.saved[1]);
     let kb = [&[k][..], batch].concat();
     let g_strides: Vec<usize> = contiguous_strides(&kb)
@@ -126,40 +166,68 @@ pub(crate) fn vjp(cx: &VjpCtx) -> Result<Contributions> {
     let g = |batch_strides: Vec<usize>| Operand::plain(cx.g, n, batch_strides);
     let mut contributions = vec![None, None];
     if cx.needs[0] {
-        // dA = G·Bᵀ; Bᵀ's (row, col) = B's (col, row).
-        let full = if b_batch.is_empty() {
-            // B is a plain matrix: every batch entry of every cotangent
-            // multiplies the same Bᵀ, so all K·|batch|·m rows of G are one
-            // row-major matrix and this is a single GEMM.
-            let rows = k * numel(batch) * m;
-            let bt = Operand::transposed(sb, n, vec![]);
-            gemm(dev, &[], (rows, p, n), &g(vec![]), &bt)?
-        } else {
-            let strides = [vec![0], batch_strides(b_batch, batch, p * n)].concat();
-            let bt = Operand::transposed(sb, n, strides);
-            gemm(dev, &kb, (m, p, n), &g(g_strides.clone()), &bt)?
-        };
+        // dA = G·Bᵀ; Bᵀ's (row, col) = B's (col, row). With B a plain
+        // matrix, all K·|batch|·m rows of G fold into one GEMM (see gemm).
+        let strides = [vec![0], batch_strides(b_batch, batch, p * n)].concat();
+        let bt = Operand::transposed(sb, n, strides);
+        let full = gemm(dev, &kb, (m, p, n), &g(g_strides.clone()), &bt)?;
         // Sum over the batch axes A was broadcast along (none: no copy).
-        let da = reduce::sum_to(dev, &Arc::new(full), k, &[batch, &[m, p]].concat(), a_shape)?;
-        contributions[0] = Some(da);
+        let from = [batch, &[m, p]].concat();
+        contributions[0] = Some(reduce::sum_to_input(cx, 0, &Arc::new(full), &from)?);
     }
     if cx.needs[1] {
         // dB = Aᵀ·G; Aᵀ's (row, col) = A's (col, row).
+        let per_example = cx.per_example(1);
         let db = if b_batch.is_empty() && a_batch == batch {
-            // B is a plain matrix and A is not broadcast: contract over the
-            // batch axes and m at once (A as rows·m × p, G[k] as rows·m × n).
-            let rows = numel(batch) * m;
-            let at = Operand::transposed(sa, p, vec![0]);
-            Arc::new(gemm(dev, &[k], (p, n, rows), &at, &g(vec![rows * n]))?)
+            // B is a plain matrix and A is not broadcast: one GEMM per lead
+            // row contracts over everything else (A as rest × p, G as
+            // rest × n). The lead is the cotangent, or in a per-example
+            // pass the example (axis 0, or the rows of a plain product).
+            let (lead, rest) = match (per_example, batch.first()) {
+                (PerExample::No, _) => (k, numel(batch) * m),
+                (_, Some(&examples)) => (examples, numel(&batch[1..]) * m),
+                (_, None) => (m, 1),
+            };
+            if per_example == PerExample::SquaredNorms {
+                // ‖a_bᵀ g_b‖² = ‖a_b‖²·‖g_b‖²: no [B, p, n] outer products.
+                let rows = |s: &Arc<Storage>, w: usize| -> Result<Tensor> {
+                    Tensor::from_storage(dev, s.clone(), vec![lead, w])
+                        .square()?
+                        .sum(&[1], false)
+                };
+                rows(sa, p)?.mul(&rows(cx.g, n)?)?.inner.data.clone()
+            } else if rest == 1 && per_example == PerExample::Grads {
+                // Per-example outer products a_b ⊗ g_b, elementwise.
+                let a = Tensor::from_storage(dev, sa.clone(), vec![lead, p, 1]);
+                let g = Tensor::from_storage(dev, cx.g.clone(), vec![lead, 1, n]);
+                a.mul(&g)?.inner.data.clone()
+            } else {
+                // Cotangents share A; examples each read their own rows.
+                let a_lead = if per_example == PerExample::No {
+                    0
+                } else {
+                    rest * p
+                };
+                let at = Operand::transposed(sa, p, vec![a_lead]);
+                Arc::new(gemm(dev, &[lead], (p, n, rest), &at, &g(vec![rest * n]))?)
+            }
         } else {
             let strides = [vec![0], batch_strides(a_batch, batch, m * p)].concat();
             let at = Operand::transposed(sa, p, strides);
             let full = gemm(dev, &kb, (p, n, m), &at, &g(g_strides))?;
-            reduce::sum_to(dev, &Arc::new(full), k, &[batch, &[p, n]].concat(), b_shape)?
+            let from = [batch, &[p, n]].concat();
+            reduce::sum_to_input(cx, 1, &Arc::new(full), &from)?
         };
         contributions[1] = Some(db);
     }
     Ok(contributions)
+}
+
+/// Whether the rule can hand input `i` only the per-example squared norms
+/// of its contribution: B, the right operand of a plain `[B, p]·[p, n]`,
+/// whose per-example contributions are outer products.
+pub(crate) fn offers_squared_norms(out_shape: &[usize], i: usize) -> bool {
+    out_shape.len() == 2 && i == 1
 }
 
 impl Tensor {

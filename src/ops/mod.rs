@@ -71,7 +71,8 @@ pub(crate) enum Saved {
 
 /// What a VJP rule gets: the batch of K cotangents of the op's output
 /// (`[K, *out_shape]`), its inputs' shapes, what it saved, and which
-/// inputs need a contribution.
+/// inputs need a contribution (and in per-example passes, which of them
+/// must keep the examples apart).
 pub(crate) struct VjpCtx<'a> {
     pub dev: &'a Device,
     pub k: usize,
@@ -80,12 +81,127 @@ pub(crate) struct VjpCtx<'a> {
     pub inputs: &'a [Input],
     pub saved: &'a [Arc<Storage>],
     pub needs: &'a [bool],
+    /// Per input (empty: all [`PerExample::No`]).
+    pub per_example: &'a [PerExample],
+}
+
+impl VjpCtx<'_> {
+    /// How input `i`'s contribution is wanted.
+    pub fn per_example(&self, i: usize) -> PerExample {
+        self.per_example.get(i).copied().unwrap_or(PerExample::No)
+    }
+}
+
+/// How a rule hands an input its contribution in a per-example pass,
+/// where the output's axis 0 is the example axis (size B), K = 1, and the
+/// input is shared by every example (a parameter broadcast along axis 0,
+/// or a matmul operand that rows are multiplied by).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PerExample {
+    /// As in any pass: one contribution, summed over the examples.
+    No,
+    /// One contribution per example, `[B, *input_shape]`: the sum over the
+    /// examples is left out.
+    Grads,
+    /// Only each example's squared L2 norm of that contribution, `[B]`
+    /// (offered only where the rule computes it without the `[B, …]` form).
+    SquaredNorms,
 }
 
 /// One contribution per input (`[K, *input_shape]`), None where not needed.
 pub(crate) type Contributions = Vec<Option<Arc<Storage>>>;
 
+/// In a per-example pass, the part an input plays in an op whose output
+/// carries the examples along axis 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The input carries the same examples along its axis 0: row b of the
+    /// output depends on row b of the input only.
+    Example,
+    /// The input is shared by every example (broadcast along axis 0, or the
+    /// right operand of a matmul): it gets per-example contributions.
+    Shared,
+}
+
 impl Op {
+    /// A short name for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Unary(op, _) => op.name(),
+            Op::Binary(op) => op.name(),
+            Op::Matmul => "matmul",
+            Op::Sum { .. } => "sum",
+            Op::Max { .. } => "max",
+            Op::Reshape => "reshape",
+            Op::Permute(_) => "permute",
+            Op::BroadcastTo => "broadcast_to",
+            Op::Narrow { .. } => "narrow",
+            Op::Concat { .. } => "concat",
+            Op::IndexSelect { .. } => "index_select",
+        }
+    }
+
+    /// The roles of the inputs when the output's axis 0 is the example axis
+    /// (size `b` > 1), or why this op mixes examples.
+    pub fn example_roles(
+        &self,
+        inputs: &[Input],
+        out: &[usize],
+        b: usize,
+    ) -> std::result::Result<Vec<Role>, String> {
+        // An operand broadcast to the output along axis 0 is shared.
+        let along_axis_0 = |shape: &[usize]| {
+            if shape.len() == out.len() && shape[0] == b {
+                Role::Example
+            } else {
+                Role::Shared
+            }
+        };
+        let same = || vec![Role::Example; inputs.len()];
+        let refuse_axis_0 = |axis: usize, what: &str| {
+            if axis == 0 {
+                Err(format!("it {what} along axis 0, the example axis"))
+            } else {
+                Ok(same())
+            }
+        };
+        match self {
+            Op::Unary(..) => Ok(same()),
+            Op::Binary(_) | Op::BroadcastTo => {
+                Ok(inputs.iter().map(|i| along_axis_0(&i.shape)).collect())
+            }
+            Op::Matmul if out.len() == 2 => Ok(vec![Role::Example, Role::Shared]),
+            Op::Matmul => Ok(inputs.iter().map(|i| along_axis_0(&i.shape)).collect()),
+            Op::Sum { reduced, .. } => {
+                refuse_axis_0(if reduced[0] { 0 } else { 1 }, "sums over the examples")
+            }
+            Op::Max { axis } => refuse_axis_0(*axis, "takes the maximum"),
+            Op::Reshape => {
+                let from = &inputs[0].shape;
+                if from.first() == Some(&b) {
+                    Ok(same())
+                } else {
+                    Err(format!(
+                        "it reshapes {from:?} to {out:?}, merging or splitting axis 0, the example axis"
+                    ))
+                }
+            }
+            Op::Permute(perm) => refuse_axis_0(perm[0], "moves another axis"),
+            Op::Narrow { axis, .. } => refuse_axis_0(*axis, "selects a range of examples"),
+            Op::Concat { axis } => refuse_axis_0(*axis, "joins tensors"),
+            Op::IndexSelect { axis, .. } => refuse_axis_0(*axis, "selects examples"),
+        }
+    }
+
+    /// Whether input `i`'s per-example contribution can come as squared
+    /// norms only ([`PerExample::SquaredNorms`]).
+    pub fn offers_squared_norms(&self, out_shape: &[usize], i: usize) -> bool {
+        match self {
+            Op::Matmul => matmul::offers_squared_norms(out_shape, i),
+            _ => false,
+        }
+    }
+
     pub fn saves(&self) -> &'static [Saved] {
         match self {
             Op::Unary(op, _) => unary::saves(*op),
@@ -185,6 +301,22 @@ pub(crate) fn check_operands(a: &Tensor, others: &[&Tensor]) -> Result<()> {
                 t.rank()
             ),
         ));
+    }
+    // Kernels bind whole buffers: a tensor past the binding limit (made by
+    // an upload, or a chunked vjp_batched) can only be read back.
+    let limit = a.device().max_binding();
+    if let Some(t) = std::iter::once(a)
+        .chain(others.iter().copied())
+        .find(|t| t.inner.data.bytes() > limit)
+    {
+        return Err(crate::error::Error::TooLarge {
+            what: format!(
+                "an operand of shape {:?} (kernels bind whole buffers; read it back with to_vec)",
+                t.shape()
+            ),
+            bytes: t.numel() as u64 * 4,
+            limit,
+        });
     }
     check_device(a, others)
 }

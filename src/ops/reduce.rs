@@ -9,7 +9,7 @@ use crate::device::Device;
 use crate::error::{Result, invalid};
 use crate::kernels::{Access, Kernel, Params, REDUCE, groups_for};
 use crate::ops::layout::{self, View};
-use crate::ops::{Contributions, Op, VjpCtx, check_operands, record};
+use crate::ops::{Contributions, Op, PerExample, VjpCtx, check_operands, record};
 use crate::pool::Storage;
 use crate::shape::{contiguous_strides, left_pad, numel};
 use crate::tensor::Tensor;
@@ -45,6 +45,26 @@ pub(crate) fn sum_to(
     Ok(Arc::new(sum_masked(dev, src, k, from, &reduced, 1.0)?))
 }
 
+/// Input `i`'s contribution from `full`, its `[K, *from]` values at the
+/// output's shape (`from`): summed over the axes the input was broadcast
+/// along. In a per-example pass the output's axis 0 is the example axis
+/// and K = 1; an input shared by the examples then keeps that axis:
+/// `[B, *input_shape]`, each example's contribution apart.
+pub(crate) fn sum_to_input(
+    cx: &VjpCtx,
+    i: usize,
+    full: &Arc<Storage>,
+    from: &[usize],
+) -> Result<Arc<Storage>> {
+    let to = &cx.inputs[i].shape;
+    if cx.per_example(i) == PerExample::No {
+        return sum_to(cx.dev, full, cx.k, from, to);
+    }
+    // [1, B, *rest] is [B, *rest]: B rows of the per-example contributions.
+    let padded = left_pad(to, from.len());
+    sum_to(cx.dev, full, cx.k * from[0], &from[1..], &padded[1..])
+}
+
 /// `scale ·` the sum of `[K, *shape]` over the axes where `reduced` is
 /// true; the result is row-major over the kept axes.
 pub(crate) fn sum_masked(
@@ -68,6 +88,9 @@ pub(crate) fn sum_masked(
     let (red_shape, red_strides) = pick(false);
     let (n, r) = (numel(&kept_shape), numel(&red_shape));
     let out = dev.alloc("sum output", k * n)?;
+    // The kernel is chosen from the row's shape alone, never from K, so a
+    // row sums the same way in any batch: chunked and per-row results
+    // match the whole batch bit for bit.
     let params = Params::new(n, k)
         .rank(shape.len())
         .scalar(scale)
@@ -80,8 +103,9 @@ pub(crate) fn sum_masked(
         .slot(2, &red_shape)
         .slot(3, &red_strides);
     let outputs = (n * k) as u64;
-    // Long sums over few outputs: a workgroup each; otherwise a thread each.
-    if r >= 64 && outputs <= 8192 {
+    // Long sums over few outputs per row: a workgroup each; otherwise a
+    // thread each.
+    if r >= 64 && n <= 8192 {
         dev.dispatch(&SUM_GROUP, &[], &params, &[src, &out], outputs);
     } else {
         dev.dispatch(&SUM_EACH, &[], &params, &[src, &out], groups_for(outputs));

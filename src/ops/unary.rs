@@ -42,6 +42,28 @@ const ADJOINT: RowKernel = RowKernel::new(
     &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
 );
 
+impl UnaryOp {
+    pub fn name(self) -> &'static str {
+        use UnaryOp::*;
+        match self {
+            Neg => "neg",
+            Exp => "exp",
+            Log => "log",
+            Sin => "sin",
+            Cos => "cos",
+            Tanh => "tanh",
+            Sigmoid => "sigmoid",
+            Relu => "relu",
+            Sqrt => "sqrt",
+            Square => "square",
+            Abs => "abs",
+            Powf => "powf",
+            AddScalar => "add_scalar",
+            MulScalar => "mul_scalar",
+        }
+    }
+}
+
 pub(crate) fn saves(op: UnaryOp) -> &'static [Saved] {
     use UnaryOp::*;
     match op {

@@ -1,0 +1,158 @@
+//! Passes over many cotangents: `vjp`, `vjp_batched` and `jacobian`, split
+//! into chunks of rows where one pass would exceed the memory budget or a
+//! `[K, …]` buffer the adapter's limits, and `plan_peak_bytes`, which says
+//! beforehand what a pass will hold.
+//!
+//! A chunk is a pass over rows `start..start + c` of the K cotangents with
+//! one submit; its gradient rows are copied on the device into the result,
+//! which is allocated once (and is not counted against the budget). Every
+//! kernel computes a row the same way whatever the number of rows, so a
+//! chunked result equals the unchunked one bit for bit.
+
+use std::sync::Arc;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::graph::Node;
+use crate::ops::fill;
+use crate::plan::Plan;
+use crate::pool::Storage;
+use crate::scheduler;
+use crate::shape::numel;
+
+/// Where a pass's seed cotangents come from.
+#[derive(Clone, Copy)]
+pub(crate) enum Seeds<'a> {
+    /// These buffers, one per root, bound as they are (the caller's; not
+    /// counted as the pass's memory).
+    Given(&'a [Arc<Storage>]),
+    /// Rows `start..start + k` of the caller's `[K, …]` cotangents, copied
+    /// into buffers of the pass.
+    Rows(&'a [Arc<Storage>], usize),
+    /// Rows `start..start + k` of the identity (one root: Jacobian rows),
+    /// written by a kernel.
+    Identity(usize),
+    /// Ones (per-example passes: every example's loss seeded with 1).
+    Ones,
+}
+
+/// A graph to differentiate: the tracked outputs (roots) and the plan.
+pub(crate) struct Pass<'a> {
+    pub dev: &'a Device,
+    pub plan: &'a Plan,
+    /// Output nodes, one per seed (untracked outputs already left out).
+    pub roots: Vec<Arc<Node>>,
+}
+
+impl Pass<'_> {
+    /// One pass over `k` rows on `dev` (the real device or a dry run):
+    /// seeds, sweep, and per wanted node its cotangent (None: unreached).
+    /// Records into the pending encoder; submits nothing.
+    pub fn run(&self, dev: &Device, k: usize, seeds: Seeds) -> Result<Vec<Option<Arc<Storage>>>> {
+        let mut list = Vec::with_capacity(self.roots.len());
+        for (i, node) in self.roots.iter().enumerate() {
+            let rows = self.plan.rows(node, k);
+            let n = numel(&node.shape);
+            let v = match seeds {
+                Seeds::Given(v) => v[i].clone(),
+                Seeds::Rows(v, start) => {
+                    let s = dev.alloc("cotangent rows", rows * n)?;
+                    dev.copy(&v[i], start * n, &s, 0, rows * n);
+                    Arc::new(s)
+                }
+                Seeds::Identity(start) => Arc::new(fill::identity_rows(dev, rows, n, start)?),
+                Seeds::Ones => Arc::new(fill::fill(dev, rows * n, 1.0)?),
+            };
+            list.push((node.clone(), v));
+        }
+        scheduler::execute(dev, self.plan, k, list)
+    }
+
+    /// [`Pass::run`] with zeros for unreached nodes: all K rows in one pass.
+    pub fn whole(&self, dev: &Device, k: usize, seeds: Seeds) -> Result<Vec<Arc<Storage>>> {
+        let reached = self.run(dev, k, seeds)?;
+        let mut out = Vec::with_capacity(reached.len());
+        for (g, node) in reached.into_iter().zip(&self.plan.wanted) {
+            out.push(match g {
+                Some(g) => g,
+                None => Arc::new(fill::fill(
+                    dev,
+                    self.plan.rows(node, k) * numel(&node.shape),
+                    0.0,
+                )?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Working bytes of one chunk of `c` rows (seed copies, cotangents,
+    /// scratch, the chunk's gradients), or the error a real chunk would hit.
+    pub fn chunk_bytes(&self, c: usize, seeds: Seeds) -> Result<u64> {
+        Plan::working_bytes(self.dev, |dry| self.run(dry, c, seeds))
+    }
+
+    /// Whether a chunk of `c` rows fits the limits and the budget.
+    pub fn chunk_fits(&self, c: usize, seeds: Seeds) -> bool {
+        self.chunk_bytes(c, seeds)
+            .is_ok_and(|b| self.dev.memory_budget().is_none_or(|budget| b <= budget))
+    }
+
+    /// The largest chunk of rows (at most `k`) that fits; an error saying
+    /// what one row needs when not even one does.
+    pub fn chunk_rows(&self, k: usize, seeds: Seeds) -> Result<usize> {
+        if !self.chunk_fits(1, seeds) {
+            let bytes = self.chunk_bytes(1, seeds)?; // the limit error, if any
+            return Err(Error::MemoryBudget {
+                row_bytes: bytes,
+                budget: self.dev.memory_budget().unwrap_or(u64::MAX),
+            });
+        }
+        // Working memory grows with the rows: bisect for the largest fit.
+        let (mut lo, mut hi) = (1, k);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.chunk_fits(mid, seeds) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        // Even chunks: the same number of passes, less left for the last.
+        Ok(k.div_ceil(k.div_ceil(lo)))
+    }
+
+    /// All K rows, chunked by `chunk` rows (None: the largest that fits),
+    /// seeded per chunk by `seeds(start)`. Returns per wanted node its
+    /// `[K·rows, …]` gradient. Submits once per chunk.
+    pub fn chunked<'s>(
+        &self,
+        k: usize,
+        chunk: Option<usize>,
+        seeds: impl Fn(usize) -> Seeds<'s>,
+    ) -> Result<Vec<Arc<Storage>>> {
+        let c = match chunk {
+            Some(c) => c.clamp(1, k.max(1)),
+            None => self.chunk_rows(k, seeds(0))?,
+        };
+        let dev = self.dev;
+        let mut results = Vec::with_capacity(self.plan.wanted.len());
+        for node in &self.plan.wanted {
+            let r = dev.alloc_large("gradient", k * numel(&node.shape))?;
+            dev.clear(&r);
+            results.push(r);
+        }
+        for start in (0..k).step_by(c) {
+            let rows = c.min(k - start);
+            let grads = self.run(dev, rows, seeds(start))?;
+            for ((g, r), node) in grads.iter().zip(&results).zip(&self.plan.wanted) {
+                if let Some(g) = g {
+                    let n = numel(&node.shape);
+                    dev.copy(g, 0, r, start * n, rows * n);
+                }
+            }
+            drop(grads);
+            dev.flush()?;
+        }
+        Ok(results.into_iter().map(Arc::new).collect())
+    }
+}
