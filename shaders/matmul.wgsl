@@ -98,3 +98,19 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         }
     }
 }
+
+// Per-example outer products, the weight gradient of a plain x·W in a
+// per-example pass: C[r, j] = A[r]·B[r / P, j] for the B·P rows r (example
+// r / P, input feature r % P) and the N columns j, C being [B, P, N]. The
+// same value as a GEMM with a contraction of 1, without its tiles.
+// Slot 0: P, N. n = rows. Grid: x over columns (64 each), y·z over rows.
+@compute @workgroup_size(64)
+fn outer(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+         @builtin(num_workgroups) nwg: vec3<u32>) {
+    let p = dim(0u, 0u);
+    let n = dim(0u, 1u);
+    let r = wid.z * nwg.y + wid.y;
+    let j = wid.x * 64u + lid.x;
+    if (r >= params.n || j >= n) { return; }
+    c_buf[r * n + j] = a_buf[r] * b_buf[(r / p) * n + j];
+}

@@ -215,8 +215,8 @@ fn assign_roles(plan: &mut Plan, root: &Arc<Node>, b: usize, norms: bool) -> Res
                 return Err(Error::MixesExamples {
                     op: op.name(),
                     reason: format!(
-                        "it uses a value of shape {:?} (from `{}`) whose axis 0 holds the \
-                         examples across all of them",
+                        "it combines the examples of a value of shape {:?} (from `{}`), \
+                         whose axis 0 is the example axis",
                         m.shape,
                         producer(m)
                     ),

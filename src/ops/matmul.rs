@@ -20,6 +20,11 @@ const GEMM: Kernel = Kernel {
     entry: "matmul",
     bindings: &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
 };
+const OUTER: Kernel = Kernel {
+    module: &MATMUL,
+    entry: "outer",
+    bindings: &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
+};
 const TILE: usize = 64;
 const MAX_GRID: usize = 65535;
 
@@ -137,6 +142,28 @@ fn gemm_dispatch(
     Ok(out)
 }
 
+/// `[lead, p, n]`: the outer products `a[l] ⊗ g[l]` of the rows of `a`
+/// (`[lead, p]`) and `g` (`[lead, n]`).
+fn outer(
+    dev: &Device,
+    a: &Storage,
+    g: &Storage,
+    lead: usize,
+    p: usize,
+    n: usize,
+) -> Result<Storage> {
+    let out = dev.alloc("per-example outer products", lead * p * n)?;
+    let rows = lead * p;
+    let grid = (
+        n.div_ceil(64) as u32,
+        rows.min(MAX_GRID) as u32,
+        rows.div_ceil(MAX_GRID) as u32,
+    );
+    let params = Params::new(rows, 1).slot(0, &[p, n]);
+    dev.dispatch_grid(&OUTER, &[], &params, &[a, &out, g], grid);
+    Ok(out)
+}
+
 /// Batch strides (in elements) of an operand whose batch axes are
 /// `own` broadcast to `batch`, each matrix `matrix` elements.
 fn batch_strides(own: &[usize], batch: &[usize], matrix: usize) -> Vec<usize> {
@@ -197,10 +224,7 @@ pub(crate) fn vjp(cx: &VjpCtx) -> Result<Contributions> {
                 };
                 rows(sa, p)?.mul(&rows(cx.g, n)?)?.inner.data.clone()
             } else if rest == 1 && per_example == PerExample::Grads {
-                // Per-example outer products a_b ⊗ g_b, elementwise.
-                let a = Tensor::from_storage(dev, sa.clone(), vec![lead, p, 1]);
-                let g = Tensor::from_storage(dev, cx.g.clone(), vec![lead, 1, n]);
-                a.mul(&g)?.inner.data.clone()
+                Arc::new(outer(dev, sa, cx.g, lead, p, n)?)
             } else {
                 // Cotangents share A; examples each read their own rows.
                 let a_lead = if per_example == PerExample::No {

@@ -186,7 +186,11 @@ impl Op {
                     ))
                 }
             }
-            Op::Permute(perm) => refuse_axis_0(perm[0], "moves another axis"),
+            Op::Permute(perm) if perm[0] == 0 => Ok(same()),
+            Op::Permute(perm) => Err(format!(
+                "it moves axis {} to axis 0, the example axis (permutation {perm:?})",
+                perm[0]
+            )),
             Op::Narrow { axis, .. } => refuse_axis_0(*axis, "selects a range of examples"),
             Op::Concat { axis } => refuse_axis_0(*axis, "joins tensors"),
             Op::IndexSelect { axis, .. } => refuse_axis_0(*axis, "selects examples"),
