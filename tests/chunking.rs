@@ -146,7 +146,7 @@ fn budget_too_small_for_one_row() {
     match e {
         Error::MemoryBudget { row_bytes, budget } => {
             assert_eq!(budget, 1000);
-            assert!(row_bytes >= (3 * 4 << 16) as u64, "{row_bytes}");
+            assert!(row_bytes >= 3 * 4 * (1u64 << 16), "{row_bytes}");
         }
         other => panic!("expected MemoryBudget, got {other:?}"),
     }
