@@ -1,7 +1,8 @@
 //! Benchmarks of what is built on the batched VJP (`cargo bench --bench batched`).
 //!
 //! - W4: an MLP, B=64, D=128, H=256, C=10: `h = tanh(X·W1 + b1)`,
-//!   `z = h·W2 + b2`, per-example cross-entropy `l ∈ R^B`. Each iteration
+//!   `z = h·W2 + b2`, per-example cross-entropy `l ∈ R^B` (W3's model,
+//!   `common::Mlp`). Each iteration
 //!   runs the forward and then one of: `per_example_grads(l, params)`,
 //!   `per_example_grad_norms(l, params)`, one summed backward
 //!   (`l.backward_with(ones)`), or a loop of B single-example VJPs
@@ -22,7 +23,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{RunFacts, measured, median_secs, values};
+use common::{Mlp, RunFacts, measured, median_secs, values};
 use criterion::{Criterion, SamplingMode};
 use pullback::{Device, Tensor};
 
@@ -34,20 +35,13 @@ const N5: usize = 512;
 
 struct W4 {
     dev: Device,
-    x: Tensor,
-    labels: Vec<u32>,
-    params: Vec<Tensor>,
+    mlp: Mlp,
     ones: Tensor,
     onehots: Vec<Tensor>,
 }
 
 impl W4 {
     fn new(dev: &Device) -> W4 {
-        let scaled = |n: usize, seed: usize, scale: f32| -> Vec<f32> {
-            values(n, seed).iter().map(|v| v * scale).collect()
-        };
-        let param =
-            |data: Vec<f32>, shape: &[usize]| dev.tensor(&data, shape).unwrap().requires_grad();
         let onehots = (0..B)
             .map(|b| {
                 let mut e = vec![0.0; B];
@@ -57,60 +51,39 @@ impl W4 {
             .collect();
         W4 {
             dev: dev.clone(),
-            x: dev.tensor(&values(B * D, 1), &[B, D]).unwrap(),
-            labels: (0..B).map(|b| (b * 7 % C) as u32).collect(),
-            params: vec![
-                param(scaled(D * H, 2, 0.2), &[D, H]),
-                param(scaled(H, 3, 0.2), &[H]),
-                param(scaled(H * C, 4, 0.2), &[H, C]),
-                param(scaled(C, 5, 0.2), &[C]),
-            ],
+            mlp: Mlp::new(dev, B, D, H, C),
             ones: dev.ones(&[B]).unwrap(),
             onehots,
         }
     }
 
-    fn loss(&self) -> Tensor {
-        let p = &self.params;
-        let h = self
-            .x
-            .matmul(&p[0])
-            .unwrap()
-            .add(&p[1])
-            .unwrap()
-            .tanh()
-            .unwrap();
-        let z = h.matmul(&p[2]).unwrap().add(&p[3]).unwrap();
-        z.cross_entropy(&self.labels).unwrap()
-    }
-
     fn refs(&self) -> Vec<&Tensor> {
-        self.params.iter().collect()
+        self.mlp.params.iter().collect()
     }
 
     fn grads(&self) {
-        let g = pullback::per_example_grads(&self.loss(), &self.refs()).unwrap();
+        let g = pullback::per_example_grads(&self.mlp.loss(), &self.refs()).unwrap();
         self.dev.synchronize().unwrap();
         black_box(g);
     }
 
     fn norms(&self) {
-        let n = pullback::per_example_grad_norms(&self.loss(), &self.refs()).unwrap();
+        let n = pullback::per_example_grad_norms(&self.mlp.loss(), &self.refs()).unwrap();
         self.dev.synchronize().unwrap();
         black_box(n);
     }
 
     fn summed(&self) {
-        self.loss().backward_with(&self.ones).unwrap();
+        self.mlp.loss().backward_with(&self.ones).unwrap();
         self.dev.synchronize().unwrap();
-        for p in &self.params {
+        for p in &self.mlp.params {
             black_box(p.grad());
             p.zero_grad();
         }
     }
 
     fn looped(&self) {
-        let loss = self.loss();
+        let loss = self.mlp.loss();
         let refs = self.refs();
         let g: Vec<_> = self
             .onehots

@@ -16,7 +16,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{RawKernel, RunFacts, measured, values};
+use common::{Mlp, RawKernel, RunFacts, measured, values};
 use criterion::{Criterion, SamplingMode, Throughput};
 use pullback::{Device, Tensor};
 
@@ -37,48 +37,23 @@ const ID_FMA: (&str, &str) = ("fma_peak", "wgsl_vec4_fma");
 
 struct W3 {
     dev: Device,
-    x: Tensor,
-    labels: Vec<u32>,
-    params: Vec<Tensor>,
+    mlp: Mlp,
     seed: Tensor,
 }
 
 impl W3 {
     fn new(dev: &Device) -> W3 {
-        let scaled = |n: usize, seed: usize, scale: f32| -> Vec<f32> {
-            values(n, seed).iter().map(|v| v * scale).collect()
-        };
-        let param =
-            |data: Vec<f32>, shape: &[usize]| dev.tensor(&data, shape).unwrap().requires_grad();
         W3 {
             dev: dev.clone(),
-            x: dev.tensor(&values(B * D, 1), &[B, D]).unwrap(),
-            labels: (0..B).map(|b| (b * 7 % C) as u32).collect(),
-            params: vec![
-                param(scaled(D * H, 2, 0.1), &[D, H]),
-                param(scaled(H, 3, 0.1), &[H]),
-                param(scaled(H * C, 4, 0.1), &[H, C]),
-                param(scaled(C, 5, 0.1), &[C]),
-            ],
+            mlp: Mlp::new(dev, B, D, H, C),
             seed: dev.ones(&[B]).unwrap(),
         }
     }
 
     fn run(&self) {
-        let p = &self.params;
-        let h = self
-            .x
-            .matmul(&p[0])
-            .unwrap()
-            .add(&p[1])
-            .unwrap()
-            .tanh()
-            .unwrap();
-        let z = h.matmul(&p[2]).unwrap().add(&p[3]).unwrap();
-        let l = z.cross_entropy(&self.labels).unwrap();
-        l.backward_with(&self.seed).unwrap();
+        self.mlp.loss().backward_with(&self.seed).unwrap();
         self.dev.synchronize().unwrap();
-        for p in p {
+        for p in &self.mlp.params {
             black_box(p.grad());
             p.zero_grad();
         }

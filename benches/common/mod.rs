@@ -8,13 +8,56 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use pullback::Device;
+use pullback::{Device, Tensor};
 
 /// Deterministic values in [-0.5, 0.5).
 pub fn values(n: usize, seed: usize) -> Vec<f32> {
     (0..n)
         .map(|i| ((i.wrapping_mul(7919).wrapping_add(seed * 104_729)) % 1000) as f32 / 1000.0 - 0.5)
         .collect()
+}
+
+/// The MLP of W3 and W4: `h = tanh(X·W1 + b1)`, `z = h·W2 + b2`,
+/// per-example cross-entropy `l ∈ R^B`; X and the parameters from
+/// [`values`] (seeds 1 to 5, parameters scaled by 0.1), labels `b·7 mod C`.
+pub struct Mlp {
+    pub x: Tensor,
+    pub labels: Vec<u32>,
+    pub params: Vec<Tensor>,
+}
+
+impl Mlp {
+    pub fn new(dev: &Device, b: usize, d: usize, h: usize, c: usize) -> Mlp {
+        let param = |n: usize, seed: usize, shape: &[usize]| {
+            let data: Vec<f32> = values(n, seed).iter().map(|v| v * 0.1).collect();
+            dev.tensor(&data, shape).unwrap().requires_grad()
+        };
+        Mlp {
+            x: dev.tensor(&values(b * d, 1), &[b, d]).unwrap(),
+            labels: (0..b).map(|i| (i * 7 % c) as u32).collect(),
+            params: vec![
+                param(d * h, 2, &[d, h]),
+                param(h, 3, &[h]),
+                param(h * c, 4, &[h, c]),
+                param(c, 5, &[c]),
+            ],
+        }
+    }
+
+    /// The forward pass: per-example losses `[B]`.
+    pub fn loss(&self) -> Tensor {
+        let p = &self.params;
+        let h = self
+            .x
+            .matmul(&p[0])
+            .unwrap()
+            .add(&p[1])
+            .unwrap()
+            .tanh()
+            .unwrap();
+        let z = h.matmul(&p[2]).unwrap().add(&p[3]).unwrap();
+        z.cross_entropy(&self.labels).unwrap()
+    }
 }
 
 /// One standalone WGSL kernel on pullback's device: bindings 0..n are
