@@ -16,7 +16,7 @@ pub struct Device {
     pub(crate) shared: Arc<Shared>,
     /// Set on a dry-run handle ([`Device::dry_run`]): buffers are virtual
     /// and counted here, and nothing is recorded or submitted.
-    dry: Option<Arc<Counters>>,
+    pub(crate) dry: Option<Arc<Counters>>,
 }
 
 pub(crate) struct Shared {
@@ -34,7 +34,7 @@ pub(crate) struct Shared {
     /// Errors wgpu reported outside an error scope (devices pullback created).
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Working-memory bound of one VJP pass in bytes; `u64::MAX`: none.
-    budget: std::sync::atomic::AtomicU64,
+    pub budget: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Device {
@@ -165,54 +165,6 @@ impl Device {
         self.shared.pool.set_idle_limit(bytes);
     }
 
-    /// Bounds the working memory of one VJP pass (its cotangents, scratch
-    /// and per-chunk results; not the final result the caller asked for).
-    /// `vjp_batched`, `jacobian` and what is built on them split the K
-    /// cotangents into chunks, each its own pass, so that every chunk stays
-    /// within it. [`crate::plan_peak_bytes`] says what one pass needs.
-    pub fn set_memory_budget(&self, bytes: u64) {
-        self.shared
-            .budget
-            .store(bytes, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The bound set by [`Device::set_memory_budget`]; `None` (the default):
-    /// passes are bounded only by the adapter's buffer limits.
-    pub fn memory_budget(&self) -> Option<u64> {
-        match self
-            .shared
-            .budget
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            u64::MAX => None,
-            bytes => Some(bytes),
-        }
-    }
-
-    /// Removes the bound set by [`Device::set_memory_budget`].
-    pub fn clear_memory_budget(&self) {
-        self.set_memory_budget(u64::MAX);
-    }
-
-    /// A handle on which the same code runs without touching the GPU:
-    /// buffers are virtual (sized and checked against the limits like real
-    /// ones) and tallied in the returned counters; dispatches, copies and
-    /// submits are not recorded. The scheduler's memory estimates come from
-    /// running a pass on it, so they cannot drift from what a pass does.
-    pub(crate) fn dry_run(&self) -> (Device, Arc<Counters>) {
-        let tally = Arc::new(Counters::default());
-        let dev = Device {
-            shared: self.shared.clone(),
-            dry: Some(tally.clone()),
-        };
-        (dev, tally)
-    }
-
-    /// Largest buffer a kernel can bind, in bytes.
-    pub(crate) fn max_binding(&self) -> u64 {
-        self.shared.pool.max_binding
-    }
-
     /// Submits all recorded work and waits until the GPU has finished it.
     pub fn synchronize(&self) -> Result<()> {
         self.flush()?;
@@ -242,81 +194,6 @@ impl Device {
             return Err(Error::Gpu(msg));
         }
         Ok(())
-    }
-
-    /// A pooled buffer for `len` f32 values that kernels can bind.
-    pub(crate) fn alloc(&self, what: &str, len: usize) -> Result<Storage> {
-        self.take(what, len, true)
-    }
-
-    /// A pooled buffer for `len` f32 values that is only copied into and
-    /// out of (it may exceed the binding limit, up to the largest buffer).
-    pub(crate) fn alloc_large(&self, what: &str, len: usize) -> Result<Storage> {
-        self.take(what, len, false)
-    }
-
-    fn take(&self, what: &str, len: usize, bindable: bool) -> Result<Storage> {
-        self.check_alive()?;
-        let bytes = (len as u64).saturating_mul(4);
-        match &self.dry {
-            Some(tally) => self.shared.pool.take_virtual(tally, what, bytes, bindable),
-            None => self.shared.pool.take(what, bytes, bindable),
-        }
-    }
-
-    /// A fresh buffer holding `data` (f32 values, or u32 indices).
-    pub(crate) fn upload<T: bytemuck::Pod>(&self, what: &str, data: &[T]) -> Result<Storage> {
-        if self.dry.is_some() {
-            return self.take(what, size_of_val(data).div_ceil(4), false);
-        }
-        self.check_alive()?;
-        self.shared.pool.upload(what, bytemuck::cast_slice(data))
-    }
-
-    /// Fails unless a kernel can bind a buffer of `len` f32 values.
-    pub(crate) fn check_bindable(&self, what: &str, len: usize) -> Result<()> {
-        self.shared
-            .pool
-            .check_size(what, (len as u64).saturating_mul(4), true)
-    }
-
-    /// Records a copy of `len` values from `src[src_at..]` to `dst[dst_at..]`
-    /// (offsets in f32 elements) into the pending encoder: no kernel, so
-    /// neither buffer needs to be bindable.
-    pub(crate) fn copy(
-        &self,
-        src: &Storage,
-        src_at: usize,
-        dst: &Storage,
-        dst_at: usize,
-        len: usize,
-    ) {
-        if self.dry.is_some() || len == 0 {
-            return;
-        }
-        self.record(|encoder| {
-            encoder.copy_buffer_to_buffer(
-                src.buffer(),
-                src_at as u64 * 4,
-                dst.buffer(),
-                dst_at as u64 * 4,
-                len as u64 * 4,
-            )
-        });
-    }
-
-    /// Records zeroing the whole of `dst` (no kernel: any size).
-    pub(crate) fn clear(&self, dst: &Storage) {
-        if self.dry.is_none() {
-            self.record(|encoder| encoder.clear_buffer(dst.buffer(), 0, None));
-        }
-    }
-
-    /// Runs `f` on the pending encoder (created if there is none).
-    fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
-        let shared = &*self.shared;
-        let mut pending = shared.pending.lock().unwrap();
-        f(pending.get_or_insert_with(|| new_encoder(&shared.device)));
     }
 
     /// Records one dispatch of `workgroups` linear workgroups (spread over x

@@ -26,6 +26,7 @@ mod error;
 mod examples;
 mod graph;
 mod kernels;
+mod memory;
 mod ops;
 mod plan;
 mod pool;
