@@ -172,9 +172,10 @@ impl Op {
             }
             Op::Matmul if out.len() == 2 => Ok(vec![Role::Example, Role::Shared]),
             Op::Matmul => Ok(inputs.iter().map(|i| along_axis_0(&i.shape)).collect()),
-            Op::Sum { reduced, .. } => {
-                refuse_axis_0(if reduced[0] { 0 } else { 1 }, "sums over the examples")
+            Op::Sum { reduced, .. } if reduced[0] => {
+                Err("it sums along axis 0, the example axis".to_string())
             }
+            Op::Sum { .. } => Ok(same()),
             Op::Max { axis } => refuse_axis_0(*axis, "takes the maximum"),
             Op::Reshape => {
                 let from = &inputs[0].shape;
