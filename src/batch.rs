@@ -1,7 +1,7 @@
-//! Passes over many cotangents: `vjp`, `vjp_batched` and `jacobian`, split
-//! into chunks of rows where one pass would exceed the memory budget or a
-//! `[K, …]` buffer the adapter's limits, and `plan_peak_bytes`, which says
-//! beforehand what a pass will hold.
+//! One pass from its seeds ([`Pass::run`]), and passes over many
+//! cotangent rows split into chunks where one pass would exceed the memory
+//! budget or a `[K, …]` buffer the adapter's limits ([`Pass::chunked`]);
+//! `vjp.rs` and `per_example.rs` drive them.
 //!
 //! A chunk is a pass over rows `start..start + c` of the K cotangents with
 //! one submit; its gradient rows are copied on the device into the result,
