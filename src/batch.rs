@@ -75,11 +75,7 @@ impl Pass<'_> {
         for (g, node) in reached.into_iter().zip(&self.plan.wanted) {
             out.push(match g {
                 Some(g) => g,
-                None => Arc::new(fill::fill(
-                    dev,
-                    self.plan.rows(node, k) * numel(&node.shape),
-                    0.0,
-                )?),
+                None => Arc::new(fill::fill(dev, self.plan.cotangent_len(node, k), 0.0)?),
             });
         }
         Ok(out)

@@ -248,30 +248,38 @@ impl Device {
         buffers: &[&Storage],
         grid: (u32, u32, u32),
     ) {
+        let shared = &*self.shared;
+        self.record(|encoder| {
+            let buffers: Vec<&wgpu::Buffer> = buffers.iter().map(|s| s.buffer()).collect();
+            shared.kernels.encode(
+                &shared.device,
+                encoder,
+                kernel,
+                constants,
+                params,
+                &buffers,
+                grid,
+            );
+            shared
+                .pending_dispatches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .pool
+                .counters
+                .dispatches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+
+    /// Runs `f` on the pending encoder (created if there is none); on a
+    /// dry-run handle records nothing.
+    pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         if self.dry.is_some() {
             return;
         }
         let shared = &*self.shared;
-        let buffers: Vec<&wgpu::Buffer> = buffers.iter().map(|s| s.buffer()).collect();
         let mut pending = shared.pending.lock().unwrap();
-        let encoder = pending.get_or_insert_with(|| new_encoder(&shared.device));
-        shared
-            .pending_dispatches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        shared.kernels.encode(
-            &shared.device,
-            encoder,
-            kernel,
-            constants,
-            params,
-            &buffers,
-            grid,
-        );
-        shared
-            .pool
-            .counters
-            .dispatches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f(pending.get_or_insert_with(|| new_encoder(&shared.device)));
     }
 
     /// Submits the pending encoder, if any work was recorded: one submit.

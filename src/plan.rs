@@ -14,6 +14,7 @@ use crate::device::Device;
 use crate::error::Result;
 use crate::graph::{Node, NodeKind};
 use crate::ops::PerExample;
+use crate::shape::numel;
 
 /// Which nodes' cotangents a pass returns.
 pub(crate) enum Wanted {
@@ -86,6 +87,11 @@ impl Plan {
     /// Cotangent rows of `node` in a pass over K cotangents.
     pub fn rows(&self, node: &Arc<Node>, k: usize) -> usize {
         self.fixed_rows.get(&node.key()).copied().unwrap_or(k)
+    }
+
+    /// Values in `node`'s cotangent, `[rows, *shape]`, in a pass over K.
+    pub fn cotangent_len(&self, node: &Arc<Node>, k: usize) -> usize {
+        self.rows(node, k) * numel(&node.shape)
     }
 
     /// The most bytes `pass` holds at once when run on a dry-run handle of

@@ -21,7 +21,6 @@ use crate::graph::{Node, NodeKind};
 use crate::ops::{self, VjpCtx};
 use crate::plan::Plan;
 use crate::pool::Storage;
-use crate::shape::numel;
 
 /// Runs `plan` from `seeds` (output node, its `[rows, *shape]` cotangent)
 /// and returns, for each of the plan's wanted nodes, its cotangent, or None
@@ -33,7 +32,7 @@ pub(crate) fn execute(
     seeds: Vec<(Arc<Node>, Arc<Storage>)>,
 ) -> Result<Vec<Option<Arc<Storage>>>> {
     let mut cotangents: HashMap<usize, Arc<Storage>> = HashMap::new();
-    let len = |node: &Arc<Node>| plan.rows(node, k) * numel(&node.shape);
+    let len = |node: &Arc<Node>| plan.cotangent_len(node, k);
     for (node, v) in seeds {
         accumulate(dev, &mut cotangents, node.key(), v, len(&node))?;
     }

@@ -126,14 +126,13 @@ pub fn jacobian_with(y: &Tensor, x: &Tensor, options: JacobianOptions) -> Result
     let req = Request::new(&[y], None, &[x])?.expect("one input");
     let m = y.numel();
     let pass = req.pass();
-    let whole = match options.chunk_rows {
-        Some(c) => c >= m,
-        None => pass.chunk_fits(m, Seeds::Identity(0)),
-    };
-    let grads = if req.pass_roots.is_empty() {
-        // y does not depend on anything tracked: all zeros.
-        pass.whole(req.dev, m, Seeds::Identity(0))?
-    } else if whole {
+    // A y that depends on nothing tracked gets all zeros from one pass.
+    let whole = req.pass_roots.is_empty()
+        || match options.chunk_rows {
+            Some(c) => c >= m,
+            None => pass.chunk_fits(m, Seeds::Identity(0)),
+        };
+    let grads = if whole {
         let g = pass.whole(req.dev, m, Seeds::Identity(0))?;
         req.dev.flush()?;
         g
