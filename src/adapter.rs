@@ -13,6 +13,62 @@ pub struct DeviceOptions {
     pub backends: wgpu::Backends,
 }
 
+/// The GEMM schedules pullback has (both compute the same products, each
+/// element summed in the same order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemmKernel {
+    /// [`GemmKernel::Lanes`] on CPU adapters where it can run, otherwise
+    /// [`GemmKernel::Tiles`].
+    #[default]
+    Auto,
+    /// 64×64 tiles staged in workgroup memory (`shaders/matmul.wgsl`): the
+    /// schedule for GPUs.
+    Tiles,
+    /// One column per invocation, rows shared by subgroup broadcasts
+    /// (`shaders/matmul_lanes.wgsl`): the schedule for SIMD CPUs (lavapipe:
+    /// 4× the tiles' GFLOP/s). Needs subgroups of at least 8 invocations.
+    Lanes,
+}
+
+impl GemmKernel {
+    /// `auto`, `tiles` or `lanes` (any case).
+    pub fn parse(name: &str) -> Option<GemmKernel> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(GemmKernel::Auto),
+            "tiles" => Some(GemmKernel::Tiles),
+            "lanes" => Some(GemmKernel::Lanes),
+            _ => None,
+        }
+    }
+
+    /// The choice `PULLBACK_GEMM` names (`Auto` when unset or unknown).
+    pub(crate) fn from_env() -> GemmKernel {
+        std::env::var("PULLBACK_GEMM")
+            .ok()
+            .and_then(|s| GemmKernel::parse(&s))
+            .unwrap_or_default()
+    }
+
+    /// Whether this choice runs the lanes kernel on `device`; `Err` names
+    /// what is missing when [`GemmKernel::Lanes`] was asked for and cannot run.
+    pub(crate) fn resolve(self, info: &wgpu::AdapterInfo, device: &wgpu::Device) -> Result<bool> {
+        let has_subgroups = device.features().contains(wgpu::Features::SUBGROUP);
+        let runnable = has_subgroups && info.subgroup_min_size >= 8;
+        match self {
+            GemmKernel::Auto => Ok(runnable && info.device_type == wgpu::DeviceType::Cpu),
+            GemmKernel::Tiles => Ok(false),
+            GemmKernel::Lanes if runnable => Ok(true),
+            GemmKernel::Lanes => Err(Error::RequestDevice(format!(
+                "the lanes GEMM needs subgroups of at least 8 invocations; this device has \
+                 subgroups {}, minimum size {}: use GemmKernel::Auto or Tiles \
+                 (PULLBACK_GEMM=auto or tiles)",
+                if has_subgroups { "enabled" } else { "disabled" },
+                info.subgroup_min_size
+            ))),
+        }
+    }
+}
+
 impl Default for DeviceOptions {
     fn default() -> Self {
         DeviceOptions {

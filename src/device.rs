@@ -2,9 +2,10 @@
 //! command encoder and the counters. It knows no ops: it owns GPU resources,
 //! records dispatches and counts what was done.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::adapter::{self, DeviceOptions};
+use crate::adapter::{self, DeviceOptions, GemmKernel};
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelCache, Params, RowKernel};
 use crate::pool::{Counters, Pool, Stats, Storage};
@@ -35,6 +36,8 @@ pub(crate) struct Shared {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Working-memory bound of one VJP pass in bytes; `u64::MAX`: none.
     pub budget: std::sync::atomic::AtomicU64,
+    /// GEMMs use `matmul_lanes.wgsl` ([`GemmKernel`]).
+    lane_gemm: AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -47,14 +50,17 @@ impl std::fmt::Debug for Device {
 
 impl Device {
     /// Picks the best adapter (discrete > integrated > software; override
-    /// with `PULLBACK_ADAPTER`) and creates a device on it. Blocks.
+    /// with `PULLBACK_ADAPTER`) and creates a device on it, with the GEMM
+    /// schedule `PULLBACK_GEMM` names (`auto`, `tiles`, `lanes`). Blocks.
     pub fn new() -> Result<Device> {
         pollster::block_on(Self::new_async())
     }
 
     /// [`Device::new`] for async callers.
     pub async fn new_async() -> Result<Device> {
-        Self::with_options(DeviceOptions::from_env()).await
+        let dev = Self::with_options(DeviceOptions::from_env()).await?;
+        dev.set_gemm_kernel(GemmKernel::from_env())?;
+        Ok(dev)
     }
 
     /// Creates a device on the adapter `options` select.
@@ -67,7 +73,8 @@ impl Device {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("pullback"),
-                required_features: wgpu::Features::empty(),
+                // Subgroups serve the CPU-adapter GEMM (`Device::lane_gemm`).
+                required_features: adapter.features() & wgpu::Features::SUBGROUP,
                 // The defaults cap storage bindings at 128 MiB; take what the adapter has.
                 required_limits: adapter.limits(),
                 ..Default::default()
@@ -111,6 +118,7 @@ impl Device {
         lost: Arc<Mutex<Option<String>>>,
         uncaptured: Arc<Mutex<Option<String>>>,
     ) -> Device {
+        let lane_gemm = GemmKernel::Auto.resolve(&info, &device).unwrap_or(false);
         let pool = Arc::new(Pool::new(device.clone(), &device.limits()));
         Device {
             dry: None,
@@ -125,7 +133,35 @@ impl Device {
                 lost,
                 uncaptured,
                 budget: std::sync::atomic::AtomicU64::new(u64::MAX),
+                lane_gemm: AtomicBool::new(lane_gemm),
             }),
+        }
+    }
+
+    /// Whether GEMMs run `matmul_lanes.wgsl` rather than `matmul.wgsl`
+    /// ([`GemmKernel`]; pullback asks for subgroups where the adapter has
+    /// them, a shared device has what its owner requested).
+    pub(crate) fn lane_gemm(&self) -> bool {
+        self.shared.lane_gemm.load(Ordering::Relaxed)
+    }
+
+    /// Chooses the GEMM schedule matrix products use from now on (default
+    /// [`GemmKernel::Auto`]; `Device::new` takes it from `PULLBACK_GEMM`).
+    /// Both compute the same products; this is for measuring one against the
+    /// other and for testing both on one adapter. `Lanes` on a device that
+    /// cannot run it is an error that says why, and changes nothing.
+    pub fn set_gemm_kernel(&self, choice: GemmKernel) -> Result<()> {
+        let lanes = choice.resolve(&self.shared.info, &self.shared.device)?;
+        self.shared.lane_gemm.store(lanes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The schedule matrix products use now: `Tiles` or `Lanes`.
+    pub fn gemm_kernel(&self) -> GemmKernel {
+        if self.lane_gemm() {
+            GemmKernel::Lanes
+        } else {
+            GemmKernel::Tiles
         }
     }
 

@@ -41,6 +41,8 @@ pub(crate) const ACCUMULATE: Module = module!("accumulate");
 pub(crate) const LAYOUT: Module = module!("layout");
 pub(crate) const MAX: Module = module!("max");
 pub(crate) const MATMUL: Module = module!("matmul");
+/// Needs `Features::SUBGROUP`: created only on devices that have it.
+pub(crate) const MATMUL_LANES: Module = module!("matmul_lanes");
 pub(crate) const INDEX: Module = module!("index");
 
 /// Every module, for validation.
@@ -54,6 +56,7 @@ pub(crate) const MODULES: &[&Module] = &[
     &LAYOUT,
     &MAX,
     &MATMUL,
+    &MATMUL_LANES,
     &INDEX,
 ];
 

@@ -36,7 +36,7 @@ mod shape;
 mod tensor;
 mod vjp;
 
-pub use adapter::DeviceOptions;
+pub use adapter::{DeviceOptions, GemmKernel};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use ops::layout::concat;

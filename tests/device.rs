@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use pullback::{Device, DeviceOptions, Error};
+use pullback::{Device, DeviceOptions, Error, GemmKernel};
 
 // ---------------------------------------------------------------------------
 // Counters
@@ -173,4 +173,63 @@ fn from_wgpu_with_a_device_the_caller_made() {
         expect_err(a.add(&tensor(&[1.0], &[1])), &[]),
         Error::DeviceMismatch
     );
+}
+
+/// Both GEMM schedules give the reference product on this adapter (the
+/// whole matmul suite runs under each in CI: `PULLBACK_GEMM=tiles`), and
+/// asking for one the device cannot run is an error that changes nothing.
+#[test]
+fn gemm_kernel_can_be_chosen_and_both_compute_the_product() {
+    let dev = fresh_device();
+    assert_eq!(GemmKernel::parse("TILES"), Some(GemmKernel::Tiles));
+    assert_eq!(GemmKernel::parse("lanes"), Some(GemmKernel::Lanes));
+    assert_eq!(GemmKernel::parse("fast"), None);
+    // 70×7 · 7×66: crosses the 64 tiles, a contraction of 7 (not a multiple
+    // of 4: unaligned rows and a tail).
+    let (m, p, n) = (70, 7, 66);
+    let a: Vec<f32> = (0..m * p)
+        .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+        .collect();
+    let b: Vec<f32> = (0..p * n)
+        .map(|i| ((i * 53 % 97) as f32) / 48.0 - 1.0)
+        .collect();
+    let want: Vec<f64> = (0..m * n)
+        .map(|e| {
+            (0..p)
+                .map(|q| a[e / n * p + q] as f64 * b[q * n + e % n] as f64)
+                .sum()
+        })
+        .collect();
+    let ta = ok(dev.tensor(&a, &[m, p]));
+    let tb = ok(dev.tensor(&b, &[p, n]));
+    let lanes_runs =
+        dev.gemm_kernel() == GemmKernel::Lanes || dev.set_gemm_kernel(GemmKernel::Lanes).is_ok();
+    let mut kernels = vec![GemmKernel::Tiles];
+    if lanes_runs {
+        kernels.push(GemmKernel::Lanes);
+    } else {
+        let before = dev.gemm_kernel();
+        let e = expect_err(
+            dev.set_gemm_kernel(GemmKernel::Lanes),
+            &["subgroups", "Tiles"],
+        );
+        assert!(matches!(e, Error::RequestDevice(_)), "{e:?}");
+        assert_eq!(dev.gemm_kernel(), before);
+    }
+    for kernel in kernels {
+        ok(dev.set_gemm_kernel(kernel));
+        assert_eq!(dev.gemm_kernel(), kernel);
+        let got = read(&ok(ta.matmul(&tb)));
+        for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+            // |terms| ≤ 1, P = 7: f32 rounding stays far below 1e-5.
+            assert!(
+                (*g as f64 - w).abs() < 1e-5,
+                "{kernel:?}: element {e}: {g} vs {w}"
+            );
+        }
+    }
+    if dev.adapter_info().device_type == pullback::wgpu::DeviceType::Cpu {
+        ok(dev.set_gemm_kernel(GemmKernel::Auto));
+        assert_eq!(dev.gemm_kernel() == GemmKernel::Lanes, lanes_runs);
+    }
 }

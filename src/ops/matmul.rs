@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::device::Device;
 use crate::error::{Error, Result, invalid};
-use crate::kernels::{Access, Kernel, MATMUL, MAX_RANK, Params};
+use crate::kernels::{Access, Kernel, MATMUL, MATMUL_LANES, MAX_RANK, Params};
 use crate::ops::{Contributions, Op, PerExample, Saved, VjpCtx, check_operands, record, reduce};
 use crate::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, numel};
@@ -19,6 +19,18 @@ const GEMM: Kernel = Kernel {
     module: &MATMUL,
     entry: "matmul",
     bindings: &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
+};
+/// The CPU-adapter schedule of the same product (`Device::lane_gemm`);
+/// binding 4 is A again, read as vec4s when its rows allow.
+const GEMM_LANES: Kernel = Kernel {
+    module: &MATMUL_LANES,
+    entry: "matmul_lanes",
+    bindings: &[
+        (1, Access::Read),
+        (2, Access::Write),
+        (3, Access::Read),
+        (4, Access::Read),
+    ],
 };
 const OUTER: Kernel = Kernel {
     module: &MATMUL,
@@ -126,6 +138,13 @@ fn gemm_dispatch(
         .slot(2, batch)
         .slot(3, &a.batch_strides)
         .slot(4, &b.batch_strides);
+    // Both kernels cover 64×64 tiles of C with the same parameters. A's
+    // rows can be read as vec4s when each starts at a multiple of 4 floats
+    // and is contiguous.
+    let lanes = dev.lane_gemm();
+    let aligned =
+        a.cs == 1 && a.rs.is_multiple_of(4) && a.batch_strides.iter().all(|s| s.is_multiple_of(4));
+    let a_vec4 = [("A_VEC4", if aligned { 1.0 } else { 0.0 })];
     // One dispatch, unless the batch or the row tiles pass the 65535 limit
     // of a grid dimension: then one per chunk, each told where it starts.
     for z0 in (0..grid_z.max(1)).step_by(MAX_GRID) {
@@ -136,7 +155,12 @@ fn gemm_dispatch(
                 (grid_z - z0).min(MAX_GRID) as u32,
             );
             let params = params.extra(0, z0).extra(1, r0);
-            dev.dispatch_grid(&GEMM, &[], &params, &[a.buf, &out, b.buf], grid);
+            if lanes {
+                let buffers = [a.buf, &out, b.buf, a.buf];
+                dev.dispatch_grid(&GEMM_LANES, &a_vec4, &params, &buffers, grid);
+            } else {
+                dev.dispatch_grid(&GEMM, &[], &params, &[a.buf, &out, b.buf], grid);
+            }
         }
     }
     Ok(out)

@@ -1,0 +1,146 @@
+// Batched GEMM for CPU adapters (lavapipe): the same parameters, grid,
+// folding and results as `matmul` in matmul.wgsl, on a schedule that suits
+// a SIMD CPU. llvmpipe runs the 8 invocations of a subgroup as the 8 lanes
+// of one vector register: arithmetic is as cheap as on one lane, but a
+// memory access whose address differs between lanes becomes a loop over the
+// lanes (workgroup memory included), while subgroupBroadcast from a
+// constant lane is one register shuffle. So the cost is the lane-varying
+// loads, and this kernel does few of them per FMA:
+// - each invocation owns one column of C and the workgroup's 64 rows;
+// - per four steps of the contraction it loads its column's 4 values of B,
+//   and 8 × 4 values of A: lane l of the subgroup loads rows l, l+8, …, l+56;
+// - every lane gets the rows it did not load by broadcast from the lane
+//   that did.
+// That is 12 lane-varying loads (vec4 loads where A's rows are aligned) per
+// 256 FMAs, against 8 per 16 FMAs in the shared-tile kernel; measured on
+// lavapipe at 1024³: 23 GFLOP/s against 5.5. Needs subgroups of at least 8
+// invocations; the host picks this kernel only then, on CPU adapters.
+// Slots as in matmul.wgsl. Binding 4 is binding 1 again, read as vec4s
+// (A_VEC4: a_cs = 1 and every row offset a multiple of 4).
+
+override A_VEC4: bool = false;
+const ROWS: u32 = 64u;
+const COLS: u32 = 64u;
+
+@group(0) @binding(1) var<storage, read> a_buf: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c_buf: array<f32>;
+@group(0) @binding(3) var<storage, read> b_buf: array<f32>;
+@group(0) @binding(4) var<storage, read> a_vec: array<vec4<f32>>;
+
+// A[row, p..p+4] for the row starting at `row`.
+fn a_quad(row: u32, p: u32, a_cs: u32) -> vec4<f32> {
+    if (A_VEC4) {
+        return a_vec[(row + p) / 4u];
+    }
+    return vec4(a_buf[row + p * a_cs], a_buf[row + (p + 1u) * a_cs],
+                a_buf[row + (p + 2u) * a_cs], a_buf[row + (p + 3u) * a_cs]);
+}
+
+// acc[r] += Σ_d A[row r, p+d]·B[p+d, col]: lane r holds row r's four values
+// of A in `a`, every lane its own column's four values of B in `b`.
+fn fma_rows(acc: ptr<function, array<f32, 8>>, a: vec4<f32>, b: vec4<f32>) {
+    (*acc)[0] = fma_quad((*acc)[0], subgroupBroadcast(a, 0u), b);
+    (*acc)[1] = fma_quad((*acc)[1], subgroupBroadcast(a, 1u), b);
+    (*acc)[2] = fma_quad((*acc)[2], subgroupBroadcast(a, 2u), b);
+    (*acc)[3] = fma_quad((*acc)[3], subgroupBroadcast(a, 3u), b);
+    (*acc)[4] = fma_quad((*acc)[4], subgroupBroadcast(a, 4u), b);
+    (*acc)[5] = fma_quad((*acc)[5], subgroupBroadcast(a, 5u), b);
+    (*acc)[6] = fma_quad((*acc)[6], subgroupBroadcast(a, 6u), b);
+    (*acc)[7] = fma_quad((*acc)[7], subgroupBroadcast(a, 7u), b);
+}
+
+// The same for one step of the contraction (the tail past a multiple of 4).
+fn fma_rows1(acc: ptr<function, array<f32, 8>>, a: f32, b: f32) {
+    (*acc)[0] = fma(subgroupBroadcast(a, 0u), b, (*acc)[0]);
+    (*acc)[1] = fma(subgroupBroadcast(a, 1u), b, (*acc)[1]);
+    (*acc)[2] = fma(subgroupBroadcast(a, 2u), b, (*acc)[2]);
+    (*acc)[3] = fma(subgroupBroadcast(a, 3u), b, (*acc)[3]);
+    (*acc)[4] = fma(subgroupBroadcast(a, 4u), b, (*acc)[4]);
+    (*acc)[5] = fma(subgroupBroadcast(a, 5u), b, (*acc)[5]);
+    (*acc)[6] = fma(subgroupBroadcast(a, 6u), b, (*acc)[6]);
+    (*acc)[7] = fma(subgroupBroadcast(a, 7u), b, (*acc)[7]);
+}
+
+// acc + a·b, in the order of p (so every element sums in the same order).
+fn fma_quad(acc: f32, a: vec4<f32>, b: vec4<f32>) -> f32 {
+    return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
+}
+
+// Writes rows first..first+8 of this invocation's column (those below m).
+fn store_rows(acc: ptr<function, array<f32, 8>>, first: u32, m: u32, out: u32, row_stride: u32) {
+    for (var r = 0u; r < 8u; r++) {
+        if (first + r < m) {
+            c_buf[out + (first + r) * row_stride] = (*acc)[r];
+        }
+    }
+}
+
+@compute @workgroup_size(COLS)
+fn matmul_lanes(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(local_invocation_index) li: u32,
+                @builtin(subgroup_invocation_id) lane: u32) {
+    let m = dim(0u, 0u);
+    let n = dim(0u, 1u);
+    let p_len = dim(0u, 2u);
+    let a_rs = dim(0u, 3u);
+    let a_cs = dim(0u, 4u);
+    let b_rs = dim(0u, 5u);
+    let b_cs = dim(1u, 0u);
+    let n_in = dim(1u, 1u);
+    let z = params.x0 + wid.z;
+    let row0 = (params.x1 + wid.y) * ROWS;
+    let j = wid.x * COLS + li;
+    // Columns and rows past the edge compute on clamped indices (no
+    // divergent branches in the loop) and are not stored.
+    let jc = min(j, n - 1u);
+    let b_col = strided_offset(z + jc / n_in, 2u, 4u) + (jc % n_in) * b_cs;
+    let a_base = strided_offset(z, 2u, 3u);
+    var rows: array<u32, 8>;
+    for (var g = 0u; g < 8u; g++) {
+        rows[g] = a_base + min(row0 + g * 8u + lane % 8u, m - 1u) * a_rs;
+    }
+    var acc0: array<f32, 8>;
+    var acc1: array<f32, 8>;
+    var acc2: array<f32, 8>;
+    var acc3: array<f32, 8>;
+    var acc4: array<f32, 8>;
+    var acc5: array<f32, 8>;
+    var acc6: array<f32, 8>;
+    var acc7: array<f32, 8>;
+    let p_quads = p_len - p_len % 4u;
+    for (var p = 0u; p < p_quads; p += 4u) {
+        let b = vec4(b_buf[b_col + p * b_rs], b_buf[b_col + (p + 1u) * b_rs],
+                     b_buf[b_col + (p + 2u) * b_rs], b_buf[b_col + (p + 3u) * b_rs]);
+        fma_rows(&acc0, a_quad(rows[0], p, a_cs), b);
+        fma_rows(&acc1, a_quad(rows[1], p, a_cs), b);
+        fma_rows(&acc2, a_quad(rows[2], p, a_cs), b);
+        fma_rows(&acc3, a_quad(rows[3], p, a_cs), b);
+        fma_rows(&acc4, a_quad(rows[4], p, a_cs), b);
+        fma_rows(&acc5, a_quad(rows[5], p, a_cs), b);
+        fma_rows(&acc6, a_quad(rows[6], p, a_cs), b);
+        fma_rows(&acc7, a_quad(rows[7], p, a_cs), b);
+    }
+    for (var p = p_quads; p < p_len; p++) {
+        let b = b_buf[b_col + p * b_rs];
+        fma_rows1(&acc0, a_buf[rows[0] + p * a_cs], b);
+        fma_rows1(&acc1, a_buf[rows[1] + p * a_cs], b);
+        fma_rows1(&acc2, a_buf[rows[2] + p * a_cs], b);
+        fma_rows1(&acc3, a_buf[rows[3] + p * a_cs], b);
+        fma_rows1(&acc4, a_buf[rows[4] + p * a_cs], b);
+        fma_rows1(&acc5, a_buf[rows[5] + p * a_cs], b);
+        fma_rows1(&acc6, a_buf[rows[6] + p * a_cs], b);
+        fma_rows1(&acc7, a_buf[rows[7] + p * a_cs], b);
+    }
+    if (j < n) {
+        // C is [*batch, M, N_IN], contiguous.
+        let out = (z + j / n_in) * m * n_in + j % n_in;
+        store_rows(&acc0, row0, m, out, n_in);
+        store_rows(&acc1, row0 + 8u, m, out, n_in);
+        store_rows(&acc2, row0 + 16u, m, out, n_in);
+        store_rows(&acc3, row0 + 24u, m, out, n_in);
+        store_rows(&acc4, row0 + 32u, m, out, n_in);
+        store_rows(&acc5, row0 + 40u, m, out, n_in);
+        store_rows(&acc6, row0 + 48u, m, out, n_in);
+        store_rows(&acc7, row0 + 56u, m, out, n_in);
+    }
+}
