@@ -7,6 +7,11 @@
 //!   bandwidth an elementwise kernel can hope for on this adapter.
 //! - W2: `y = sin(x)*exp(x)`, n = 2^16, K = 64 cotangents: one
 //!   `vjp_batched` against a loop of 64 `vjp` calls.
+//! - readback: `to_vec` of a `[64, 2^16]` tensor (16 MiB), against the copy
+//!   kernel over the same 2^22 values: copy time / readback time is the
+//!   fraction of the device's copy rate a readback delivers the same values
+//!   at (the readback copies on the device, then the host copies out of the
+//!   mapped buffer).
 //!
 //! Every timed iteration ends with the GPU idle (`dev.synchronize()`, or a
 //! blocking poll for the copy kernel), so GPU time is included. After
@@ -59,11 +64,11 @@ impl W1 {
     }
 }
 
-/// The copy baseline: a plain WGSL vec4 copy over the same 2^20 values.
-fn copy_kernel(dev: &Device) -> RawKernel {
-    let src = RawKernel::buffer(dev, 0, Some(&values(W1_N, 3)));
-    let dst = RawKernel::buffer(dev, (W1_N * 4) as u64, None);
-    let workgroups = (W1_N / 4).div_ceil(256) as u32;
+/// The copy baseline: a plain WGSL vec4 copy over `n` values (a multiple of 4).
+fn copy_kernel(dev: &Device, n: usize) -> RawKernel {
+    let src = RawKernel::buffer(dev, 0, Some(&values(n, 3)));
+    let dst = RawKernel::buffer(dev, (n * 4) as u64, None);
+    let workgroups = (n / 4).div_ceil(256) as u32;
     RawKernel::new(
         dev,
         include_str!("copy.wgsl"),
@@ -129,6 +134,9 @@ const ID_W1: (&str, &str) = ("W1", "vjp_x_mul_x_n1048576");
 const ID_COPY: (&str, &str) = ("copy", "wgsl_vec4_n1048576");
 const ID_W2_BATCHED: (&str, &str) = ("W2", "vjp_batched_K64_n65536");
 const ID_W2_LOOPED: (&str, &str) = ("W2", "vjp_loop_K64_n65536");
+const ID_READBACK: (&str, &str) = ("readback", "to_vec_64x65536");
+const ID_COPY_RB: (&str, &str) = ("readback", "copy_wgsl_vec4_n4194304");
+const RB_N: usize = W2_K * W2_N;
 
 fn main() {
     let facts = RunFacts::capture();
@@ -141,8 +149,13 @@ fn main() {
         .configure_from_args();
 
     let w1 = W1::new(&dev);
-    let copy = copy_kernel(&dev);
+    let copy = copy_kernel(&dev, W1_N);
     let w2 = W2::new(&dev);
+    let copy_rb = copy_kernel(&dev, RB_N);
+    let rb = dev.tensor(&values(RB_N, 5), &[W2_K, W2_N]).unwrap();
+    let readback = || {
+        black_box(rb.to_vec().unwrap());
+    };
 
     {
         let mut g = c.benchmark_group(ID_W1.0);
@@ -165,6 +178,13 @@ fn main() {
         g.bench_function(ID_W2_LOOPED.1, |b| b.iter(|| w2.looped()));
         g.finish();
     }
+    {
+        let mut g = c.benchmark_group(ID_READBACK.0);
+        g.throughput(Throughput::Bytes(4 * RB_N as u64));
+        g.bench_function(ID_READBACK.1, |b| b.iter(readback));
+        g.bench_function(ID_COPY_RB.1, |b| b.iter(|| copy_rb.run()));
+        g.finish();
+    }
     c.final_summary();
     if !measured() {
         return;
@@ -174,6 +194,8 @@ fn main() {
     let (copy_s, copy_src) = facts.seconds(ID_COPY, 15, &|| copy.run());
     let (bat_s, bat_src) = facts.seconds(ID_W2_BATCHED, 7, &|| w2.batched());
     let (loop_s, loop_src) = facts.seconds(ID_W2_LOOPED, 5, &|| w2.looped());
+    let (rb_s, rb_src) = facts.seconds(ID_READBACK, 15, &readback);
+    let (copy_rb_s, copy_rb_src) = facts.seconds(ID_COPY_RB, 15, &|| copy_rb.run());
     let w1_gbs = 12.0 * W1_N as f64 / w1_s / 1e9;
     let copy_gbs = 8.0 * W1_N as f64 / copy_s / 1e9;
 
@@ -197,4 +219,12 @@ fn main() {
         loop_s * 1e3
     );
     println!("W2 looped / batched:     {:8.2}", loop_s / bat_s);
+    println!(
+        "readback [64, 2^16] to_vec: {:.3} ms, {:.2} GB/s delivered [{rb_src}]; \
+         copy kernel, same 2^22 values: {:.3} ms [{copy_rb_src}]",
+        rb_s * 1e3,
+        4.0 * RB_N as f64 / rb_s / 1e9,
+        copy_rb_s * 1e3
+    );
+    println!("readback / copy rate:    {:8.2}", copy_rb_s / rb_s);
 }

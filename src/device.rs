@@ -9,6 +9,7 @@ use crate::adapter::{self, DeviceOptions, GemmKernel};
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelCache, Params, RowKernel};
 use crate::pool::{Counters, Pool, Stats, Storage};
+use crate::readback::StagingPool;
 
 /// A GPU (or software) device with everything pullback keeps per device.
 /// Cheap to clone; clones share the same device.
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     pub pool: Arc<Pool>,
+    /// Mappable buffers for readbacks, by size.
+    pub staging: StagingPool,
     kernels: KernelCache,
     /// Forward dispatches wait here until something needs their results.
     pub pending: Mutex<Option<wgpu::CommandEncoder>>,
@@ -127,6 +130,7 @@ impl Device {
                 queue,
                 info,
                 pool,
+                staging: StagingPool::default(),
                 kernels: KernelCache::default(),
                 pending: Mutex::new(None),
                 pending_dispatches: Default::default(),
@@ -190,9 +194,11 @@ impl Device {
         self.shared.pool.counters.reset_peak();
     }
 
-    /// Releases the idle buffers the pool keeps for reuse.
+    /// Releases the idle buffers the pool keeps for reuse (readback staging
+    /// buffers included).
     pub fn trim_pool(&self) {
         self.shared.pool.trim();
+        self.shared.staging.trim();
     }
 
     /// Caps the bytes of idle buffers kept for reuse (default 1 GiB); a

@@ -42,6 +42,7 @@ pub use error::{Error, Result};
 pub use ops::layout::concat;
 pub use per_example::{per_example_grad_norms, per_example_grads};
 pub use pool::Stats;
+pub use readback::read_all;
 pub use tensor::Tensor;
 pub use vjp::{JacobianOptions, jacobian, jacobian_with, plan_peak_bytes, vjp, vjp_batched};
 pub use wgpu;

@@ -29,6 +29,11 @@ pub struct Stats {
     pub pooled_bytes: u64,
     /// Buffers created with the GPU (pool misses).
     pub allocations: u64,
+    /// Readbacks to the host (each one submit and one map, however many
+    /// tensors it reads: [`crate::read_all`]).
+    pub readbacks: u64,
+    /// Mappable staging buffers created for readbacks (they are pooled).
+    pub staging_allocations: u64,
 }
 
 /// Live and peak bytes plus event counts. A device has one; a dry run
@@ -41,6 +46,8 @@ pub(crate) struct Counters {
     peak: AtomicU64,
     pooled: AtomicU64,
     allocations: AtomicU64,
+    pub readbacks: AtomicU64,
+    pub staging_allocations: AtomicU64,
 }
 
 impl Counters {
@@ -52,6 +59,8 @@ impl Counters {
             peak_bytes: self.peak.load(Ordering::Relaxed),
             pooled_bytes: self.pooled.load(Ordering::Relaxed),
             allocations: self.allocations.load(Ordering::Relaxed),
+            readbacks: self.readbacks.load(Ordering::Relaxed),
+            staging_allocations: self.staging_allocations.load(Ordering::Relaxed),
         }
     }
 
