@@ -6,27 +6,27 @@
 // output elements, then loops over k.
 // Slots: 0 = output shape, 1 = a's strides, 2 = b's strides (0 on broadcast axes).
 
-override OP: u32 = 0u;
+// The op of the `binary_*` entry points (ALIGNED and SYNC_ROWS: common.wgsl).
+// Names are prefixed so that this file composes with unary.wgsl into the
+// fused adjoints (see src/ops/fused.rs), which call binary_da/db with literal ops.
+override BINARY_OP: u32 = 0u;
 override BCAST: bool = false;   // an operand's shape differs from the output's
-override ALIGNED: bool = true;  // n % 4 == 0
 override NEED_A: bool = true;
 override NEED_B: bool = true;
-// Rows of the K loop between workgroup barriers; 0: none. See common.wgsl.
-override SYNC_ROWS: u32 = 0u;
 
 const ADD: u32 = 0u;
 const SUB: u32 = 1u;
 const MUL: u32 = 2u;
 const DIV: u32 = 3u;
 
-@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;         // g [K, n]
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;   // out, or ga [K, n]
-@group(0) @binding(3) var<storage, read> lhs: array<vec4<f32>>;         // a
-@group(0) @binding(4) var<storage, read> rhs: array<vec4<f32>>;         // b
-@group(0) @binding(5) var<storage, read_write> dst2: array<vec4<f32>>;  // gb [K, n]
+@group(0) @binding(1) var<storage, read> binary_g: array<vec4<f32>>;         // g [K, n]
+@group(0) @binding(2) var<storage, read_write> binary_dst: array<vec4<f32>>;   // out, or ga [K, n]
+@group(0) @binding(3) var<storage, read> binary_lhs: array<vec4<f32>>;         // a
+@group(0) @binding(4) var<storage, read> binary_rhs: array<vec4<f32>>;         // b
+@group(0) @binding(5) var<storage, read_write> binary_dst2: array<vec4<f32>>;  // gb [K, n]
 
-fn binary_f(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    switch OP {
+fn binary_f(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    switch op {
         case ADD: { return a + b; }
         case SUB: { return a - b; }
         case MUL: { return a * b; }
@@ -36,8 +36,8 @@ fn binary_f(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 }
 
 // d(a op b)/da: 1, 1, b, 1/b.
-fn binary_da(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    switch OP {
+fn binary_da(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    switch op {
         case MUL: { return b; }
         case DIV: { return 1.0 / b; }
         default: { return vec4(1.0); }
@@ -45,8 +45,8 @@ fn binary_da(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 }
 
 // d(a op b)/db: 1, -1, a, -a/b^2 (as -(a/b)/b, which overflows later).
-fn binary_db(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    switch OP {
+fn binary_db(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    switch op {
         case SUB: { return vec4(-1.0); }
         case MUL: { return a; }
         case DIV: { return -(a / b) / b; }
@@ -54,88 +54,88 @@ fn binary_db(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     }
 }
 
-fn elem(buf_is_a: bool, i: u32) -> f32 {
+fn binary_elem(buf_is_a: bool, i: u32) -> f32 {
     if (buf_is_a) {
         let o = strided_offset(i, 0u, 1u);
-        return lhs[o / 4u][o % 4u];
+        return binary_lhs[o / 4u][o % 4u];
     }
     let o = strided_offset(i, 0u, 2u);
-    return rhs[o / 4u][o % 4u];
+    return binary_rhs[o / 4u][o % 4u];
 }
 
 // The four operand values behind output elements 4t..4t+3 (0 past the end).
-fn operands(t: u32) -> array<vec4<f32>, 2> {
-    if (!BCAST) { return array(lhs[t], rhs[t]); }
+fn binary_operands(t: u32) -> array<vec4<f32>, 2> {
+    if (!BCAST) { return array(binary_lhs[t], binary_rhs[t]); }
     var a = vec4(0.0);
     var b = vec4(0.0);
     for (var c = 0u; c < 4u; c++) {
         let i = t * 4u + c;
         if (i < params.n) {
-            a[c] = elem(true, i);
-            b[c] = elem(false, i);
+            a[c] = binary_elem(true, i);
+            b[c] = binary_elem(false, i);
         }
     }
     return array(a, b);
 }
 
 @compute @workgroup_size(WG)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+fn binary_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
     if (t * 4u >= params.n) { return; }
-    let ab = operands(t);
-    dst[t] = binary_f(ab[0], ab[1]);
+    let ab = binary_operands(t);
+    binary_dst[t] = binary_f(BINARY_OP, ab[0], ab[1]);
 }
 
 // ga[k] = g[k] * da and gb[k] = g[k] * db for the four elements of invocation t.
-fn adjoint_row(k: u32, t: u32, da: vec4<f32>, db: vec4<f32>) {
+fn binary_adjoint_row(k: u32, t: u32, da: vec4<f32>, db: vec4<f32>) {
     let n = params.n;
     if (ALIGNED) {
         let j = k * (n / 4u) + t;
-        let g = src[j];
-        if (NEED_A) { dst[j] = g * da; }
-        if (NEED_B) { dst2[j] = g * db; }
+        let g = binary_g[j];
+        if (NEED_A) { binary_dst[j] = g * da; }
+        if (NEED_B) { binary_dst2[j] = g * db; }
         return;
     }
     for (var c = 0u; c < 4u; c++) {
         if (t * 4u + c < n) {
             let j = k * n + t * 4u + c;
-            let g = src[j / 4u][j % 4u];
-            if (NEED_A) { dst[j / 4u][j % 4u] = g * da[c]; }
-            if (NEED_B) { dst2[j / 4u][j % 4u] = g * db[c]; }
+            let g = binary_g[j / 4u][j % 4u];
+            if (NEED_A) { binary_dst[j / 4u][j % 4u] = g * da[c]; }
+            if (NEED_B) { binary_dst2[j / 4u][j % 4u] = g * db[c]; }
         }
     }
 }
 
 @compute @workgroup_size(WG)
-fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+fn binary_adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
     if (t * 4u >= params.n) { return; }
-    let ab = operands(t);
-    let da = binary_da(ab[0], ab[1]);
-    let db = binary_db(ab[0], ab[1]);
+    let ab = binary_operands(t);
+    let da = binary_da(BINARY_OP, ab[0], ab[1]);
+    let db = binary_db(BINARY_OP, ab[0], ab[1]);
     for (var k = 0u; k < params.k; k++) {
-        adjoint_row(k, t, da, db);
+        binary_adjoint_row(k, t, da, db);
     }
 }
 
-// `adjoint` with a barrier every SYNC_ROWS rows (see row_sync).
+// `binary_adjoint` with a barrier every SYNC_ROWS rows (see row_sync).
 @compute @workgroup_size(WG)
-fn adjoint_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+fn binary_adjoint_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
     let live = t * 4u < params.n;
     var da = vec4(0.0);
     var db = vec4(0.0);
     if (live) {
-        let ab = operands(t);
-        da = binary_da(ab[0], ab[1]);
-        db = binary_db(ab[0], ab[1]);
+        let ab = binary_operands(t);
+        da = binary_da(BINARY_OP, ab[0], ab[1]);
+        db = binary_db(BINARY_OP, ab[0], ab[1]);
     }
     for (var k = 0u; k < params.k; k++) {
         if (live) {
-            adjoint_row(k, t, da, db);
+            binary_adjoint_row(k, t, da, db);
         }
         row_sync(k, SYNC_ROWS);
     }

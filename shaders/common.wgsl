@@ -4,6 +4,13 @@
 
 const WG: u32 = 256u;
 
+// Overrides several kernels share (declared once, so that modules composed
+// of several ops' files, the fused adjoints, declare each once):
+// n % 4 == 0: every cotangent row starts on a vec4 boundary.
+override ALIGNED: bool = true;
+// Rows of a K loop between workgroup barriers; 0: none. See row_sync.
+override SYNC_ROWS: u32 = 0u;
+
 struct Params {
     n: u32,        // elements per batch row (per cotangent)
     k: u32,        // batch rows: the K cotangents

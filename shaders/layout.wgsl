@@ -6,7 +6,6 @@
 // scatter: dst[k*x0 + offset(i)] = src[k*n + i]
 
 // Rows of the K loop between workgroup barriers; 0: none. See common.wgsl.
-override SYNC_ROWS: u32 = 0u;
 // false: gather; true: scatter.
 override SCATTER: bool = false;
 

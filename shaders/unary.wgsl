@@ -3,11 +3,10 @@
 // saved (x or y); each invocation reads s and computes f' once for its four
 // elements, then loops over k.
 
-override OP: u32 = 0u;
-// n % 4 == 0: every cotangent row starts on a vec4 boundary.
-override ALIGNED: bool = true;
-// Rows of the K loop between workgroup barriers; 0: none. See common.wgsl.
-override SYNC_ROWS: u32 = 0u;
+// The op of the `unary_*` entry points (ALIGNED and SYNC_ROWS: common.wgsl).
+// Names are prefixed so that this file composes with binary.wgsl into the
+// fused adjoints (see src/ops/fused.rs), which call unary_d with literal ops.
+override UNARY_OP: u32 = 0u;
 
 const NEG: u32 = 0u;
 const EXP: u32 = 1u;
@@ -24,9 +23,9 @@ const POWF: u32 = 11u;
 const ADD_SCALAR: u32 = 12u;
 const MUL_SCALAR: u32 = 13u;
 
-@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;        // x, or g [K, n]
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;  // y, or out [K, n]
-@group(0) @binding(3) var<storage, read> saved: array<vec4<f32>>;      // x or y, as saved
+@group(0) @binding(1) var<storage, read> unary_src: array<vec4<f32>>;        // x, or g [K, n]
+@group(0) @binding(2) var<storage, read_write> unary_dst: array<vec4<f32>>;  // y, or out [K, n]
+@group(0) @binding(3) var<storage, read> unary_saved: array<vec4<f32>>;      // x or y, as saved
 
 // Not constants, so that no compiler folds infinities or NaN at build time.
 var<private> INF_BITS: u32 = 0x7f800000u;
@@ -67,8 +66,8 @@ fn powf_f(x: vec4<f32>, p: f32) -> vec4<f32> {
 // d x^p = p x^(p-1).
 fn powf_d(x: vec4<f32>, p: f32) -> vec4<f32> { return p * powf_f(x, p - 1.0); }
 
-fn unary_f(x: vec4<f32>, p: f32) -> vec4<f32> {
-    switch OP {
+fn unary_f(op: u32, x: vec4<f32>, p: f32) -> vec4<f32> {
+    switch op {
         case NEG: { return -x; }
         case EXP: { return exp(x); }
         case LOG: { return log(x); }
@@ -89,8 +88,8 @@ fn unary_f(x: vec4<f32>, p: f32) -> vec4<f32> {
 
 // f' from the saved value s: the input for log, sin, cos, square, abs, powf;
 // the output for exp, tanh, sigmoid, relu, sqrt; unused otherwise.
-fn unary_d(s: vec4<f32>, p: f32) -> vec4<f32> {
-    switch OP {
+fn unary_d(op: u32, s: vec4<f32>, p: f32) -> vec4<f32> {
+    switch op {
         case NEG: { return vec4(-1.0); }
         case EXP: { return s; }
         case LOG: { return 1.0 / s; }
@@ -110,53 +109,53 @@ fn unary_d(s: vec4<f32>, p: f32) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+fn unary_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
     if (t * 4u >= params.n) { return; }
-    dst[t] = unary_f(src[t], params.scalar);
+    unary_dst[t] = unary_f(UNARY_OP, unary_src[t], params.scalar);
 }
 
 // out[k] = g[k] * d for the four elements of invocation t.
-fn adjoint_row(k: u32, t: u32, d: vec4<f32>) {
+fn unary_adjoint_row(k: u32, t: u32, d: vec4<f32>) {
     let n = params.n;
     if (ALIGNED) {
         let j = k * (n / 4u) + t;
-        dst[j] = src[j] * d;
+        unary_dst[j] = unary_src[j] * d;
         return;
     }
     for (var c = 0u; c < 4u; c++) {
         if (t * 4u + c < n) {
             let j = k * n + t * 4u + c;
-            dst[j / 4u][j % 4u] = src[j / 4u][j % 4u] * d[c];
+            unary_dst[j / 4u][j % 4u] = unary_src[j / 4u][j % 4u] * d[c];
         }
     }
 }
 
 @compute @workgroup_size(WG)
-fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+fn unary_adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
     if (t * 4u >= params.n) { return; }
-    let d = unary_d(saved[t], params.scalar);
+    let d = unary_d(UNARY_OP, unary_saved[t], params.scalar);
     for (var k = 0u; k < params.k; k++) {
-        adjoint_row(k, t, d);
+        unary_adjoint_row(k, t, d);
     }
 }
 
-// `adjoint` with a barrier every SYNC_ROWS rows (see row_sync).
+// `unary_adjoint` with a barrier every SYNC_ROWS rows (see row_sync).
 @compute @workgroup_size(WG)
-fn adjoint_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+fn unary_adjoint_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = linear_id(wid, lid, nwg);
     let live = t * 4u < params.n;
     var d = vec4(0.0);
     if (live) {
-        d = unary_d(saved[t], params.scalar);
+        d = unary_d(UNARY_OP, unary_saved[t], params.scalar);
     }
     for (var k = 0u; k < params.k; k++) {
         if (live) {
-            adjoint_row(k, t, d);
+            unary_adjoint_row(k, t, d);
         }
         row_sync(k, SYNC_ROWS);
     }

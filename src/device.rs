@@ -2,7 +2,7 @@
 //! command encoder and the counters. It knows no ops: it owns GPU resources,
 //! records dispatches and counts what was done.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use crate::adapter::{self, DeviceOptions, GemmKernel};
@@ -39,8 +39,10 @@ pub(crate) struct Shared {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Working-memory bound of one VJP pass in bytes; `u64::MAX`: none.
     pub budget: std::sync::atomic::AtomicU64,
-    /// GEMMs use `matmul_lanes.wgsl` ([`GemmKernel`]).
-    lane_gemm: AtomicBool,
+    /// GEMMs use `matmul_lanes.wgsl` ([`GemmKernel`]; `src/settings.rs`).
+    pub lane_gemm: AtomicBool,
+    /// Elementwise regions of a backward pass run as one fused kernel.
+    pub fuse: AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -53,8 +55,9 @@ impl std::fmt::Debug for Device {
 
 impl Device {
     /// Picks the best adapter (discrete > integrated > software; override
-    /// with `PULLBACK_ADAPTER`) and creates a device on it, with the GEMM
-    /// schedule `PULLBACK_GEMM` names (`auto`, `tiles`, `lanes`). Blocks.
+    /// with `PULLBACK_ADAPTER`) and creates a device on it, with the
+    /// settings the environment names (`PULLBACK_GEMM`, `PULLBACK_FUSION`:
+    /// see [`Device::set_gemm_kernel`], [`Device::set_fused_adjoints`]). Blocks.
     pub fn new() -> Result<Device> {
         pollster::block_on(Self::new_async())
     }
@@ -62,7 +65,7 @@ impl Device {
     /// [`Device::new`] for async callers.
     pub async fn new_async() -> Result<Device> {
         let dev = Self::with_options(DeviceOptions::from_env()).await?;
-        dev.set_gemm_kernel(GemmKernel::from_env())?;
+        dev.apply_env()?;
         Ok(dev)
     }
 
@@ -138,34 +141,8 @@ impl Device {
                 uncaptured,
                 budget: std::sync::atomic::AtomicU64::new(u64::MAX),
                 lane_gemm: AtomicBool::new(lane_gemm),
+                fuse: AtomicBool::new(true),
             }),
-        }
-    }
-
-    /// Whether GEMMs run `matmul_lanes.wgsl` rather than `matmul.wgsl`
-    /// ([`GemmKernel`]; pullback asks for subgroups where the adapter has
-    /// them, a shared device has what its owner requested).
-    pub(crate) fn lane_gemm(&self) -> bool {
-        self.shared.lane_gemm.load(Ordering::Relaxed)
-    }
-
-    /// Chooses the GEMM schedule matrix products use from now on (default
-    /// [`GemmKernel::Auto`]; `Device::new` takes it from `PULLBACK_GEMM`).
-    /// Both compute the same products; this is for measuring one against the
-    /// other and for testing both on one adapter. `Lanes` on a device that
-    /// cannot run it is an error that says why, and changes nothing.
-    pub fn set_gemm_kernel(&self, choice: GemmKernel) -> Result<()> {
-        let lanes = choice.resolve(&self.shared.info, &self.shared.device)?;
-        self.shared.lane_gemm.store(lanes, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// The schedule matrix products use now: `Tiles` or `Lanes`.
-    pub fn gemm_kernel(&self) -> GemmKernel {
-        if self.lane_gemm() {
-            GemmKernel::Lanes
-        } else {
-            GemmKernel::Tiles
         }
     }
 
@@ -269,16 +246,35 @@ impl Device {
         buffers: &[&Storage],
         workgroups: u64,
     ) {
-        const ROWS_PER_BARRIER: f64 = 8.0;
-        let (variant, sync_rows) = if self.shared.info.device_type == wgpu::DeviceType::Cpu && k > 1
-        {
-            (&kernel.synced, ROWS_PER_BARRIER)
+        let synced = self.sync_rows(k) > 0.0;
+        let variant = if synced {
+            &kernel.synced
         } else {
-            (&kernel.plain, 0.0)
+            &kernel.plain
         };
+        self.dispatch_rows_with(variant, k, constants, params, buffers, workgroups);
+    }
+
+    /// [`Device::dispatch_rows`] for a kernel with one entry point that
+    /// calls `row_sync` itself: only `SYNC_ROWS` is set.
+    pub(crate) fn dispatch_rows_with(
+        &self,
+        kernel: &Kernel,
+        k: usize,
+        constants: &[(&'static str, f64)],
+        params: &Params,
+        buffers: &[&Storage],
+        workgroups: u64,
+    ) {
         let mut constants = constants.to_vec();
-        constants.push(("SYNC_ROWS", sync_rows));
-        self.dispatch(variant, &constants, params, buffers, workgroups);
+        constants.push(("SYNC_ROWS", self.sync_rows(k)));
+        self.dispatch(kernel, &constants, params, buffers, workgroups);
+    }
+
+    /// Rows between barriers in a K loop: 8 on CPU adapters for K > 1, else 0.
+    fn sync_rows(&self, k: usize) -> f64 {
+        let cpu = self.shared.info.device_type == wgpu::DeviceType::Cpu;
+        if cpu && k > 1 { 8.0 } else { 0.0 }
     }
 
     /// Records one dispatch of an explicit (x, y, z) grid of workgroups.

@@ -15,10 +15,12 @@ pub(crate) enum Access {
     Write,
 }
 
-/// One WGSL module: `shaders/common.wgsl` followed by the op's own file.
-pub(crate) struct Module {
-    pub name: &'static str,
-    pub source: &'static str,
+/// One WGSL module: `shaders/common.wgsl` followed by the op's own file,
+/// or a module composed at run time (a fused adjoint, `src/ops/fused.rs`),
+/// named by what it computes so that the cache compiles it once.
+pub(crate) struct Module<'a> {
+    pub name: &'a str,
+    pub source: &'a str,
 }
 
 macro_rules! module {
@@ -47,7 +49,7 @@ pub(crate) const INDEX: Module = module!("index");
 
 /// Every module, for validation.
 #[cfg(test)]
-pub(crate) const MODULES: &[&Module] = &[
+pub(crate) const MODULES: &[&Module<'static>] = &[
     &UNARY,
     &BINARY,
     &REDUCE,
@@ -62,23 +64,23 @@ pub(crate) const MODULES: &[&Module] = &[
 
 /// An entry point of a module and the storage bindings it uses
 /// (`(binding, access)`; binding 0 is always the parameter block).
-pub(crate) struct Kernel {
-    pub module: &'static Module,
-    pub entry: &'static str,
-    pub bindings: &'static [(u32, Access)],
+pub(crate) struct Kernel<'a> {
+    pub module: &'a Module<'a>,
+    pub entry: &'a str,
+    pub bindings: &'a [(u32, Access)],
 }
 
 /// A kernel that loops over K cotangent rows, in two entry points: plain,
 /// and synced (a workgroup barrier every few rows; see `row_sync` in
 /// `shaders/common.wgsl`). `Device::dispatch_rows` picks one.
 pub(crate) struct RowKernel {
-    pub plain: Kernel,
-    pub synced: Kernel,
+    pub plain: Kernel<'static>,
+    pub synced: Kernel<'static>,
 }
 
 impl RowKernel {
     pub const fn new(
-        module: &'static Module,
+        module: &'static Module<'static>,
         plain: &'static str,
         synced: &'static str,
         bindings: &'static [(u32, Access)],
@@ -139,18 +141,23 @@ impl Params {
         }
         self
     }
+    /// Word `i` of the slot area (slot s, dim d is word 6s + d).
+    pub fn slot_word(mut self, i: usize, v: u32) -> Self {
+        self.words[SLOT_BASE + i] = v;
+        self
+    }
     fn bytes(&self) -> &[u8] {
         bytemuck::cast_slice(&self.words)
     }
 }
 
 type LayoutKey = Vec<(u32, Access)>;
-type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+type PipelineKey = (String, String, Vec<(&'static str, u64)>);
 
 /// Compiled pipelines and layouts of one device; each compiled once.
 #[derive(Default)]
 pub(crate) struct KernelCache {
-    modules: Mutex<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
+    modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     layouts: Mutex<HashMap<LayoutKey, Arc<wgpu::BindGroupLayout>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
 }
@@ -208,8 +215,8 @@ impl KernelCache {
         constants: &[(&'static str, f64)],
     ) -> Arc<wgpu::ComputePipeline> {
         let key: PipelineKey = (
-            kernel.module.name,
-            kernel.entry,
+            kernel.module.name.to_string(),
+            kernel.entry.to_string(),
             constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
         );
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
@@ -219,7 +226,7 @@ impl KernelCache {
             .modules
             .lock()
             .unwrap()
-            .entry(kernel.module.name)
+            .entry(kernel.module.name.to_string())
             .or_insert_with(|| {
                 Arc::new(device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.module.name),

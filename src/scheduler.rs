@@ -11,12 +11,18 @@
 //! (rows = K, or per the plan), so a pass issues the same number of
 //! dispatches for K = 1 and K = 64. On a dry-run device the same sweep only
 //! sizes its buffers (see `Plan::working_bytes`).
+//!
+//! Regions of elementwise ops (`src/fusion.rs`) run as one fused kernel
+//! when the sweep reaches their root; their other members then have no
+//! cotangent and are passed over. The fused kernel adds into an input's
+//! cotangent in place when this module holds the only reference to it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::device::Device;
 use crate::error::Result;
+use crate::fusion::{self, Regions};
 use crate::graph::{Node, NodeKind};
 use crate::ops::{self, VjpCtx};
 use crate::plan::Plan;
@@ -33,6 +39,12 @@ pub(crate) fn execute(
 ) -> Result<Vec<Option<Arc<Storage>>>> {
     let mut cotangents: HashMap<usize, Arc<Storage>> = HashMap::new();
     let len = |node: &Arc<Node>| plan.cotangent_len(node, k);
+    let regions = if dev.fused_adjoints() {
+        let seed_keys = seeds.iter().map(|(n, _)| n.key()).collect();
+        fusion::find(plan, &seed_keys, dev.max_storage_bindings())
+    } else {
+        Regions::default()
+    };
     for (node, v) in seeds {
         accumulate(dev, &mut cotangents, node.key(), v, len(&node))?;
     }
@@ -51,6 +63,36 @@ pub(crate) fn execute(
         if !step.needs.contains(&true) {
             continue;
         }
+        if let Some(region) = regions.rooted_at(node.key()) {
+            let accumulators = region
+                .externals
+                .iter()
+                .map(|e| take_unique(&mut cotangents, e.key()))
+                .collect::<Vec<_>>();
+            let handed: Vec<bool> = accumulators.iter().map(Option::is_some).collect();
+            let rows = (plan.rows(node, k), crate::shape::numel(&node.shape));
+            let outs = ops::fused::run(
+                dev,
+                &region.recipe,
+                rows,
+                &g,
+                &region.saved,
+                &region.scalars,
+                accumulators,
+            )?;
+            for ((e, out), in_place) in region.externals.iter().zip(outs).zip(handed) {
+                if in_place {
+                    cotangents.insert(e.key(), out);
+                } else {
+                    accumulate(dev, &mut cotangents, e.key(), out, len(e))?;
+                }
+            }
+            continue;
+        }
+        debug_assert!(
+            !regions.is_interior(node.key()),
+            "members of a region get no cotangent"
+        );
         let cx = VjpCtx {
             dev,
             k: plan.rows(node, k),
@@ -75,6 +117,17 @@ pub(crate) fn execute(
         .iter()
         .map(|n| reached.get(&n.key()).cloned())
         .collect())
+}
+
+/// The cotangent of node `key` so far, when only this sweep holds it (so a
+/// kernel may add to it in place); otherwise it stays where it is.
+fn take_unique(cotangents: &mut HashMap<usize, Arc<Storage>>, key: usize) -> Option<Arc<Storage>> {
+    let mut acc = cotangents.remove(&key)?;
+    if Arc::get_mut(&mut acc).is_some() {
+        return Some(acc);
+    }
+    cotangents.insert(key, acc);
+    None
 }
 
 /// Adds contribution `c` (`len` values) to the cotangent of node `key`.

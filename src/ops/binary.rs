@@ -24,13 +24,13 @@ pub(crate) enum BinaryOp {
 
 const FORWARD: Kernel = Kernel {
     module: &BINARY,
-    entry: "forward",
+    entry: "binary_forward",
     bindings: &[(2, Access::Write), (3, Access::Read), (4, Access::Read)],
 };
 const ADJOINT: RowKernel = RowKernel::new(
     &BINARY,
-    "adjoint",
-    "adjoint_synced",
+    "binary_adjoint",
+    "binary_adjoint_synced",
     &[
         (1, Access::Read),
         (2, Access::Write),
@@ -84,7 +84,7 @@ fn apply(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
     let out = dev.alloc("binary output", n)?;
     let bcast = a.shape() != out_shape.as_slice() || b.shape() != out_shape.as_slice();
     let params = broadcast_params(&out_shape, a.shape(), b.shape(), 1);
-    let constants = [("OP", op as u32 as f64), ("BCAST", flag(bcast))];
+    let constants = [("BINARY_OP", op as u32 as f64), ("BCAST", flag(bcast))];
     let buffers = [&out, &*a.inner.data, &*b.inner.data];
     dev.dispatch(
         &FORWARD,
@@ -106,7 +106,7 @@ pub(crate) fn same_shape(
 ) -> Result<Storage> {
     let out = dev.alloc("sum of contributions", len)?;
     let params = Params::new(len, 1);
-    let constants = [("OP", op as u32 as f64), ("BCAST", 0.0)];
+    let constants = [("BINARY_OP", op as u32 as f64), ("BCAST", 0.0)];
     dev.dispatch(
         &FORWARD,
         &constants,
@@ -139,7 +139,7 @@ pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
             _ => (cx.g, cx.g),
         };
         let constants = [
-            ("OP", op as u32 as f64),
+            ("BINARY_OP", op as u32 as f64),
             ("BCAST", flag(bcast)),
             ("ALIGNED", flag(n.is_multiple_of(4))),
             ("NEED_A", flag(computed[0])),

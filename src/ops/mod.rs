@@ -6,6 +6,7 @@ pub(crate) mod accumulate;
 pub(crate) mod binary;
 mod composite;
 pub(crate) mod fill;
+pub(crate) mod fused;
 mod index;
 pub(crate) mod layout;
 mod matmul;

@@ -32,13 +32,13 @@ pub(crate) enum UnaryOp {
 
 const FORWARD: Kernel = Kernel {
     module: &UNARY,
-    entry: "forward",
+    entry: "unary_forward",
     bindings: &[(1, Access::Read), (2, Access::Write)],
 };
 const ADJOINT: RowKernel = RowKernel::new(
     &UNARY,
-    "adjoint",
-    "adjoint_synced",
+    "unary_adjoint",
+    "unary_adjoint_synced",
     &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
 );
 
@@ -81,7 +81,7 @@ fn apply(x: &Tensor, op: UnaryOp, p: f32) -> Result<Tensor> {
     let params = Params::new(n, 1).scalar(p);
     dev.dispatch(
         &FORWARD,
-        &[("OP", op as u32 as f64)],
+        &[("UNARY_OP", op as u32 as f64)],
         &params,
         &[&x.inner.data, &out],
         groups_for(n.div_ceil(4) as u64),
@@ -98,7 +98,7 @@ pub(crate) fn vjp(cx: &VjpCtx, op: UnaryOp, p: f32) -> Result<Contributions> {
     let out = cx.dev.alloc("unary cotangent", cx.k * n)?;
     let saved = cx.saved.first().unwrap_or(cx.g);
     let constants = [
-        ("OP", op as u32 as f64),
+        ("UNARY_OP", op as u32 as f64),
         ("ALIGNED", flag(n.is_multiple_of(4))),
     ];
     let params = Params::new(n, cx.k).scalar(p);

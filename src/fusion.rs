@@ -1,0 +1,239 @@
+//! Fused adjoints: which parts of a plan run as one composed kernel.
+//!
+//! A region is a set of elementwise nodes (unary ops, binary ops whose
+//! operands have the output's shape) whose cotangents are needed only
+//! inside the region: every consumer of a member other than the region's
+//! root is a member, and no member but the root is a seed or a wanted node.
+//! Its Jacobian is then diagonal, so the contribution to each input leaving
+//! the region is `g ⊙ D`, D the sum over paths of the product of the local
+//! derivatives: a factor per element, independent of the cotangent. One
+//! kernel computes every D once per element from the saved values and
+//! writes `g[k] ⊙ D` for all K rows (`src/ops/fused.rs`); the members'
+//! own cotangents never exist.
+//!
+//! Regions are found on the plan's order (consumers first): from each
+//! unassigned elementwise node, taken as a root, inputs are added while
+//! their consumers are all members, in plan order, so that by the time a
+//! node is examined every consumer it has has been decided.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::graph::{Node, NodeKind};
+use crate::ops::fused::{Recipe, Step, Target};
+use crate::ops::{Op, Saved};
+use crate::plan::Plan;
+use crate::pool::Storage;
+
+/// At most this many members (each has a scalar word in the parameter block).
+const MAX_MEMBERS: usize = 32;
+
+/// One region: its kernel's recipe and what to bind to it.
+pub(crate) struct Region {
+    pub recipe: Recipe,
+    /// The scalar parameter of each member (powf exponent, scalar operand).
+    pub scalars: Vec<f32>,
+    /// Saved values, by `Step::saved` index.
+    pub saved: Vec<Arc<Storage>>,
+    /// The nodes that get a contribution, by `Target::Out` index.
+    pub externals: Vec<Arc<Node>>,
+}
+
+/// The regions of a plan: by root node key, and the members run by them.
+#[derive(Default)]
+pub(crate) struct Regions {
+    by_root: HashMap<usize, Region>,
+    interior: HashSet<usize>,
+}
+
+impl Regions {
+    /// The region `key` is the root of, if any.
+    pub fn rooted_at(&self, key: usize) -> Option<&Region> {
+        self.by_root.get(&key)
+    }
+
+    /// Whether node `key` is a member run by some region's root.
+    pub fn is_interior(&self, key: usize) -> bool {
+        self.interior.contains(&key)
+    }
+}
+
+/// An elementwise node whose operands all have its shape.
+fn fusible(node: &Node) -> bool {
+    match &node.kind {
+        NodeKind::Op { op, inputs, .. } => {
+            matches!(op, Op::Unary(..) | Op::Binary(_))
+                && inputs.iter().all(|i| i.shape == node.shape)
+        }
+        NodeKind::Leaf { .. } => false,
+    }
+}
+
+/// Finds the regions of `plan` (seeds: the keys of nodes given a cotangent
+/// from outside). `max_bindings`: storage buffers one kernel may bind.
+pub(crate) fn find(plan: &Plan, seeds: &HashSet<usize>, max_bindings: usize) -> Regions {
+    let mut regions = Regions::default();
+    let per_example =
+        !plan.fixed_rows.is_empty() || plan.steps.iter().any(|s| !s.per_example.is_empty());
+    if per_example {
+        return regions;
+    }
+    let index: HashMap<usize, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.node.key(), i))
+        .collect();
+    let mut consumers: HashMap<usize, Vec<usize>> = HashMap::new();
+    for step in &plan.steps {
+        for (input, &need) in step.node.inputs().iter().zip(&step.needs) {
+            if let (true, Some(m)) = (need, &input.node) {
+                consumers.entry(m.key()).or_default().push(step.node.key());
+            }
+        }
+    }
+    let mut assigned: HashSet<usize> = HashSet::new();
+    for (root_index, root) in plan.steps.iter().enumerate() {
+        let key = root.node.key();
+        if assigned.contains(&key) || !fusible(&root.node) {
+            continue;
+        }
+        let mut members = vec![root_index];
+        let mut in_region: HashSet<usize> = HashSet::from([key]);
+        let mut frontier: BTreeMap<usize, ()> = BTreeMap::new();
+        let push_inputs = |i: usize, frontier: &mut BTreeMap<usize, ()>| {
+            let step = &plan.steps[i];
+            for (input, &need) in step.node.inputs().iter().zip(&step.needs) {
+                if let (true, Some(m)) = (need, &input.node)
+                    && let Some(&j) = index.get(&m.key())
+                {
+                    frontier.insert(j, ());
+                }
+            }
+        };
+        push_inputs(root_index, &mut frontier);
+        while let Some((j, ())) = frontier.pop_first() {
+            let step = &plan.steps[j];
+            let m = step.node.key();
+            let joins = !in_region.contains(&m)
+                && !assigned.contains(&m)
+                && fusible(&step.node)
+                && !step.wanted
+                && !seeds.contains(&m)
+                && members.len() < MAX_MEMBERS
+                && consumers
+                    .get(&m)
+                    .is_some_and(|c| c.iter().all(|k| in_region.contains(k)));
+            if !joins {
+                continue;
+            }
+            members.push(j);
+            in_region.insert(m);
+            if build(plan, &members).bindings() > max_bindings {
+                members.pop();
+                in_region.remove(&m);
+                continue;
+            }
+            push_inputs(j, &mut frontier);
+        }
+        if members.len() < 2 {
+            continue;
+        }
+        members.sort_unstable();
+        let region = build(plan, &members);
+        for &i in &members[1..] {
+            regions.interior.insert(plan.steps[i].node.key());
+        }
+        assigned.extend(in_region);
+        regions.by_root.insert(key, region);
+    }
+    regions
+}
+
+/// The recipe of the members `members` (plan step indices, root first,
+/// in plan order): where each input's contribution goes and which saved
+/// values each derivative reads.
+fn build(plan: &Plan, members: &[usize]) -> Region {
+    let mut order: Vec<usize> = members.to_vec();
+    order.sort_unstable();
+    let position: HashMap<usize, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(p, &i)| (plan.steps[i].node.key(), p))
+        .collect();
+    let mut region = Region {
+        recipe: Recipe::default(),
+        scalars: Vec::new(),
+        saved: Vec::new(),
+        externals: Vec::new(),
+    };
+    for &i in &order {
+        let step = &plan.steps[i];
+        let NodeKind::Op { op, inputs, saved } = &step.node.kind else {
+            unreachable!("regions hold op nodes only");
+        };
+        let targets = inputs
+            .iter()
+            .zip(&step.needs)
+            .map(|(input, &need)| match (&input.node, need) {
+                (Some(m), true) => match position.get(&m.key()) {
+                    Some(&p) => Target::Member(p),
+                    None => Target::Out(external_slot(&mut region.externals, m)),
+                },
+                _ => Target::Nothing,
+            })
+            .collect();
+        let saved = op
+            .saves()
+            .iter()
+            .zip(saved)
+            .map(|(_, s)| saved_slot(&mut region.saved, s))
+            .collect();
+        let (kind, scalar) = match op {
+            Op::Unary(u, p) => (crate::ops::fused::Elementwise::Unary(*u), *p),
+            Op::Binary(b) => (crate::ops::fused::Elementwise::Binary(*b), 0.0),
+            _ => unreachable!("regions hold elementwise ops only"),
+        };
+        debug_assert!(
+            op.saves()
+                .iter()
+                .all(|s| matches!(s, Saved::Input(_) | Saved::Output))
+        );
+        region.recipe.steps.push(Step {
+            op: kind,
+            targets,
+            saved,
+        });
+        region.scalars.push(scalar);
+    }
+    region.recipe.saved = region.saved.len();
+    region.recipe.outs = region.externals.len();
+    region
+}
+
+fn external_slot(externals: &mut Vec<Arc<Node>>, node: &Arc<Node>) -> usize {
+    match externals.iter().position(|e| e.key() == node.key()) {
+        Some(p) => p,
+        None => {
+            externals.push(node.clone());
+            externals.len() - 1
+        }
+    }
+}
+
+fn saved_slot(saved: &mut Vec<Arc<Storage>>, value: &Arc<Storage>) -> usize {
+    match saved.iter().position(|s| Arc::ptr_eq(s, value)) {
+        Some(p) => p,
+        None => {
+            saved.push(value.clone());
+            saved.len() - 1
+        }
+    }
+}
+
+impl Region {
+    /// Storage buffers the region's kernel binds.
+    pub fn bindings(&self) -> usize {
+        1 + self.saved.len() + self.externals.len()
+    }
+}

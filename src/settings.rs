@@ -1,0 +1,85 @@
+//! Per-device choices between equivalent ways of computing: which GEMM
+//! schedule matrix products use, and whether backward passes fuse
+//! elementwise regions. Both can come from the environment (`Device::new`)
+//! and be changed at any time; results agree either way (to rounding).
+
+use std::sync::atomic::Ordering;
+
+use crate::adapter::GemmKernel;
+use crate::device::Device;
+use crate::error::Result;
+
+impl Device {
+    /// Applies `PULLBACK_GEMM` (`auto`, `tiles`, `lanes`) and
+    /// `PULLBACK_FUSION` (`off` or `0` turns fusion off).
+    pub(crate) fn apply_env(&self) -> Result<()> {
+        self.set_gemm_kernel(GemmKernel::from_env())?;
+        if let Ok(v) = std::env::var("PULLBACK_FUSION") {
+            let off = matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "0" | "false" | "no"
+            );
+            self.set_fused_adjoints(!off);
+        }
+        Ok(())
+    }
+
+    /// Whether GEMMs run `matmul_lanes.wgsl` rather than `matmul.wgsl`
+    /// ([`GemmKernel`]; pullback asks for subgroups where the adapter has
+    /// them, a shared device has what its owner requested).
+    pub(crate) fn lane_gemm(&self) -> bool {
+        self.shared.lane_gemm.load(Ordering::Relaxed)
+    }
+
+    /// Chooses the GEMM schedule matrix products use from now on (default
+    /// [`GemmKernel::Auto`]; `Device::new` takes it from `PULLBACK_GEMM`).
+    /// Both compute the same products; this is for measuring one against the
+    /// other and for testing both on one adapter. `Lanes` on a device that
+    /// cannot run it is an error that says why, and changes nothing.
+    pub fn set_gemm_kernel(&self, choice: GemmKernel) -> Result<()> {
+        let lanes = choice.resolve(self.adapter_info(), self.wgpu_device())?;
+        self.shared.lane_gemm.store(lanes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The schedule matrix products use now: `Tiles` or `Lanes`.
+    pub fn gemm_kernel(&self) -> GemmKernel {
+        if self.lane_gemm() {
+            GemmKernel::Lanes
+        } else {
+            GemmKernel::Tiles
+        }
+    }
+
+    /// Turns fused adjoints on (the default) or off. On, a backward pass
+    /// runs each region of elementwise ops whose intermediate cotangents
+    /// stay inside it (unary ops, binary ops on operands of one shape) as
+    /// one kernel that reads each saved value once and writes each
+    /// cotangent leaving the region once; off, every op's adjoint runs on
+    /// its own, with an accumulation kernel where two contributions meet.
+    /// The results agree to a few ULP (products of derivatives are grouped
+    /// differently). `Device::new` turns it off when `PULLBACK_FUSION=off`.
+    pub fn set_fused_adjoints(&self, on: bool) {
+        self.shared.fuse.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether backward passes fuse elementwise regions.
+    pub fn fused_adjoints(&self) -> bool {
+        self.shared.fuse.load(Ordering::Relaxed)
+    }
+
+    /// Storage buffers one kernel may bind on this device (at most 16:
+    /// a fused region binds its saved values and outputs).
+    pub(crate) fn max_storage_bindings(&self) -> usize {
+        let limit = self
+            .wgpu_device()
+            .limits()
+            .max_storage_buffers_per_shader_stage;
+        (limit as usize).min(16)
+    }
+
+    /// True on a dry-run handle ([`Device::dry_run`]): nothing is recorded.
+    pub(crate) fn is_dry_run(&self) -> bool {
+        self.dry.is_some()
+    }
+}
