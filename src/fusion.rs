@@ -1,7 +1,7 @@
 //! Fused adjoints: which parts of a plan run as one composed kernel.
 //!
-//! A region is a set of elementwise nodes (unary ops, binary ops whose
-//! operands have the output's shape) whose cotangents are needed only
+//! A region is a set of elementwise nodes of one shape (unary ops, binary
+//! ops, whose operands may be broadcast to it) whose cotangents are needed only
 //! inside the region: every consumer of a member other than the region's
 //! root is a member, and no member but the root is a seed or a wanted node.
 //! Its Jacobian is then diagonal, so the contribution to each input leaving
@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::graph::{Node, NodeKind};
-use crate::ops::fused::{Recipe, Step, Target};
+use crate::ops::fused::{MAX_BROADCAST, Recipe, Step, Target};
 use crate::ops::{Op, Saved};
 use crate::plan::Plan;
 use crate::pool::Storage;
@@ -31,12 +31,16 @@ const MAX_MEMBERS: usize = 32;
 /// One region: its kernel's recipe and what to bind to it.
 pub(crate) struct Region {
     pub recipe: Recipe,
+    /// Every member's output shape.
+    pub shape: Vec<usize>,
     /// The scalar parameter of each member (powf exponent, scalar operand).
     pub scalars: Vec<f32>,
-    /// Saved values, by `Step::saved` index.
-    pub saved: Vec<Arc<Storage>>,
+    /// Saved values and their shapes, by `Step::saved` index.
+    pub saved: Vec<(Arc<Storage>, Vec<usize>)>,
     /// The nodes that get a contribution, by `Target::Out` index.
     pub externals: Vec<Arc<Node>>,
+    /// Their shapes (the region's, or one broadcast to it).
+    pub external_shapes: Vec<Vec<usize>>,
 }
 
 /// The regions of a plan: by root node key, and the members run by them.
@@ -58,15 +62,27 @@ impl Regions {
     }
 }
 
-/// An elementwise node whose operands all have its shape.
+/// An elementwise node (operands of its shape or broadcast to it).
 fn fusible(node: &Node) -> bool {
-    match &node.kind {
-        NodeKind::Op { op, inputs, .. } => {
-            matches!(op, Op::Unary(..) | Op::Binary(_))
-                && inputs.iter().all(|i| i.shape == node.shape)
+    matches!(
+        &node.kind,
+        NodeKind::Op {
+            op: Op::Unary(..) | Op::Binary(_),
+            ..
         }
-        NodeKind::Leaf { .. } => false,
-    }
+    )
+}
+
+/// `a + b` and `x + s`: the unfused adjoint hands g on without a kernel.
+fn passes_through(node: &Node) -> bool {
+    matches!(
+        &node.kind,
+        NodeKind::Op {
+            op: Op::Binary(crate::ops::BinaryOp::Add)
+                | Op::Unary(crate::ops::UnaryOp::AddScalar, _),
+            ..
+        }
+    )
 }
 
 /// Finds the regions of `plan` (seeds: the keys of nodes given a cotangent
@@ -118,6 +134,7 @@ pub(crate) fn find(plan: &Plan, seeds: &HashSet<usize>, max_bindings: usize) -> 
             let joins = !in_region.contains(&m)
                 && !assigned.contains(&m)
                 && fusible(&step.node)
+                && step.node.shape == root.node.shape
                 && !step.wanted
                 && !seeds.contains(&m)
                 && members.len() < MAX_MEMBERS
@@ -129,18 +146,28 @@ pub(crate) fn find(plan: &Plan, seeds: &HashSet<usize>, max_bindings: usize) -> 
             }
             members.push(j);
             in_region.insert(m);
-            if build(plan, &members).bindings() > max_bindings {
+            if !build(plan, &members).fits(max_bindings) {
                 members.pop();
                 in_region.remove(&m);
                 continue;
             }
             push_inputs(j, &mut frontier);
         }
-        if members.len() < 2 {
-            continue;
-        }
         members.sort_unstable();
         let region = build(plan, &members);
+        // Fusing pays where the unfused pass would run at least two
+        // kernels: members' adjoints (add and add_scalar pass g on without
+        // one) and accumulations where contributions meet.
+        let adjoints = members
+            .iter()
+            .filter(|&&i| !passes_through(&plan.steps[i].node))
+            .count();
+        if adjoints + region.recipe.meetings() < 2 {
+            continue;
+        }
+        if !region.fits(max_bindings) {
+            continue; // the root alone passes the limits: it runs unfused
+        }
         for &i in &members[1..] {
             regions.interior.insert(plan.steps[i].node.key());
         }
@@ -161,11 +188,14 @@ fn build(plan: &Plan, members: &[usize]) -> Region {
         .enumerate()
         .map(|(p, &i)| (plan.steps[i].node.key(), p))
         .collect();
+    let shape = plan.steps[order[0]].node.shape.clone();
     let mut region = Region {
         recipe: Recipe::default(),
+        shape: shape.clone(),
         scalars: Vec::new(),
         saved: Vec::new(),
         externals: Vec::new(),
+        external_shapes: Vec::new(),
     };
     for &i in &order {
         let step = &plan.steps[i];
@@ -178,7 +208,7 @@ fn build(plan: &Plan, members: &[usize]) -> Region {
             .map(|(input, &need)| match (&input.node, need) {
                 (Some(m), true) => match position.get(&m.key()) {
                     Some(&p) => Target::Member(p),
-                    None => Target::Out(external_slot(&mut region.externals, m)),
+                    None => Target::Out(external_slot(&mut region, m, &input.shape)),
                 },
                 _ => Target::Nothing,
             })
@@ -187,7 +217,13 @@ fn build(plan: &Plan, members: &[usize]) -> Region {
             .saves()
             .iter()
             .zip(saved)
-            .map(|(_, s)| saved_slot(&mut region.saved, s))
+            .map(|(which, s)| {
+                let value_shape = match which {
+                    Saved::Input(i) => &inputs[*i].shape,
+                    _ => &step.node.shape,
+                };
+                saved_slot(&mut region, s, value_shape)
+            })
             .collect();
         let (kind, scalar) = match op {
             Op::Unary(u, p) => (crate::ops::fused::Elementwise::Unary(*u), *p),
@@ -208,32 +244,38 @@ fn build(plan: &Plan, members: &[usize]) -> Region {
     }
     region.recipe.saved = region.saved.len();
     region.recipe.outs = region.externals.len();
+    region.recipe.broadcast = region.saved.iter().map(|(_, s)| *s != shape).collect();
     region
 }
 
-fn external_slot(externals: &mut Vec<Arc<Node>>, node: &Arc<Node>) -> usize {
-    match externals.iter().position(|e| e.key() == node.key()) {
+fn external_slot(region: &mut Region, node: &Arc<Node>, shape: &[usize]) -> usize {
+    match region.externals.iter().position(|e| e.key() == node.key()) {
         Some(p) => p,
         None => {
-            externals.push(node.clone());
-            externals.len() - 1
+            region.externals.push(node.clone());
+            region.external_shapes.push(shape.to_vec());
+            region.externals.len() - 1
         }
     }
 }
 
-fn saved_slot(saved: &mut Vec<Arc<Storage>>, value: &Arc<Storage>) -> usize {
-    match saved.iter().position(|s| Arc::ptr_eq(s, value)) {
+fn saved_slot(region: &mut Region, value: &Arc<Storage>, shape: &[usize]) -> usize {
+    match region.saved.iter().position(|(s, _)| Arc::ptr_eq(s, value)) {
         Some(p) => p,
         None => {
-            saved.push(value.clone());
-            saved.len() - 1
+            region.saved.push((value.clone(), shape.to_vec()));
+            region.saved.len() - 1
         }
     }
 }
 
 impl Region {
-    /// Storage buffers the region's kernel binds.
-    pub fn bindings(&self) -> usize {
-        1 + self.saved.len() + self.externals.len()
+    /// Whether the kernel stays within `max_bindings` storage buffers and
+    /// its parameter block (a slot per broadcast saved value).
+    fn fits(&self, max_bindings: usize) -> bool {
+        let broadcast = self.recipe.broadcast.iter().filter(|&&b| b).count();
+        1 + self.saved.len() + self.externals.len() <= max_bindings
+            && broadcast <= MAX_BROADCAST
+            && self.shape.len() <= crate::kernels::MAX_RANK
     }
 }

@@ -64,22 +64,27 @@ pub(crate) fn execute(
             continue;
         }
         if let Some(region) = regions.rooted_at(node.key()) {
-            let accumulators = region
-                .externals
-                .iter()
-                .map(|e| take_unique(&mut cotangents, e.key()))
+            // Inputs of the region's shape can be added to in place, unless
+            // their contribution shares a buffer with another input's.
+            let accumulators = (region.externals.iter().zip(&region.external_shapes))
+                .enumerate()
+                .map(|(o, (e, s))| {
+                    let in_place = *s == node.shape && region.recipe.may_accumulate(o);
+                    in_place.then(|| take_unique(&mut cotangents, e.key()))?
+                })
                 .collect::<Vec<_>>();
             let handed: Vec<bool> = accumulators.iter().map(Option::is_some).collect();
-            let rows = (plan.rows(node, k), crate::shape::numel(&node.shape));
-            let outs = ops::fused::run(
+            let launch = ops::fused::Launch {
                 dev,
-                &region.recipe,
-                rows,
-                &g,
-                &region.saved,
-                &region.scalars,
-                accumulators,
-            )?;
+                recipe: &region.recipe,
+                k: plan.rows(node, k),
+                shape: &node.shape,
+                g: &g,
+                saved: &region.saved,
+                scalars: &region.scalars,
+                out_shapes: &region.external_shapes,
+            };
+            let outs = ops::fused::run(&launch, accumulators)?;
             for ((e, out), in_place) in region.externals.iter().zip(outs).zip(handed) {
                 if in_place {
                     cotangents.insert(e.key(), out);

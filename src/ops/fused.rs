@@ -6,6 +6,10 @@
 //! path into one factor per input leaving the region, then for each of the
 //! K cotangent rows writes `g[k] ⊙ factor` (or adds it to the input's
 //! cotangent in place, when the scheduler hands over the accumulator).
+//! Operands broadcast to the region's shape are read through their strides;
+//! an input broadcast that way gets its contribution at the region's shape
+//! and summed over the broadcast axes after the kernel (the adjoint of
+//! broadcasting), as an unfused binary op does.
 //! The composed module is named by its recipe, so the pipeline cache
 //! compiles each shape of region once.
 
@@ -17,6 +21,7 @@ use crate::error::Result;
 use crate::kernels::{Access, Kernel, Module, Params, groups_for};
 use crate::ops::{BinaryOp, UnaryOp, flag};
 use crate::pool::Storage;
+use crate::shape::broadcast_strides;
 
 /// What every composed adjoint module starts with: the shared prelude and
 /// both elementwise families' functions (their own entry points come along
@@ -58,18 +63,27 @@ pub(crate) struct Step {
 
 /// A region as its kernel sees it: the members in order (root first,
 /// every consumer before what it consumes), how many saved values and
-/// outputs it binds.
+/// outputs it binds, and which saved values are broadcast (read through
+/// strides in parameter slots 1, 2, …; slot 0 holds the region's shape).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Recipe {
     pub steps: Vec<Step>,
     pub saved: usize,
     pub outs: usize,
+    pub broadcast: Vec<bool>,
 }
+
+/// Broadcast saved values a region may read (each takes a parameter slot,
+/// and the members' scalars follow the slots: 6·(1 + 3) + 32 = 56 words).
+pub(crate) const MAX_BROADCAST: usize = 3;
 
 impl Recipe {
     /// A name that determines the source (with which outputs accumulate).
     pub fn signature(&self, accumulate: &[bool]) -> String {
         let mut s = format!("fused_s{}", self.saved);
+        for &b in &self.broadcast {
+            s.push(if b { 'b' } else { 'c' });
+        }
         for step in &self.steps {
             let _ = write!(s, "|{:?}{:?}{:?}", step.op, step.targets, step.saved);
         }
@@ -101,7 +115,8 @@ impl Recipe {
                 ),
             );
         }
-        for o in 0..self.outs {
+        let aliases = self.aliases();
+        for o in (0..self.outs).filter(|&o| aliases[o].is_none()) {
             binding += 1;
             line(
                 &mut w,
@@ -110,10 +125,17 @@ impl Recipe {
                 ),
             );
         }
-        line(&mut w, "// The scalar parameter of member i.".into());
+        let broadcast: Vec<usize> = (0..self.saved).filter(|&j| self.is_broadcast(j)).collect();
+        let first_scalar = 6 * (1 + broadcast.len());
         line(
             &mut w,
-            "fn fused_p(i: u32) -> f32 { return bitcast<f32>(slot_word(i)); }".into(),
+            "// The scalar parameter of member i (after the shape and stride slots).".into(),
+        );
+        line(
+            &mut w,
+            format!(
+                "fn fused_p(i: u32) -> f32 {{ return bitcast<f32>(slot_word({first_scalar}u + i)); }}"
+            ),
         );
         line(&mut w, "@compute @workgroup_size(WG)".into());
         line(&mut w, "fn fused_adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,".into());
@@ -128,37 +150,41 @@ impl Recipe {
             "    let tc = min(t, (max(params.n, 1u) - 1u) / 4u);".into(),
         );
         for j in 0..self.saved {
-            line(&mut w, format!("    let s{j} = fused_s{j}[tc];"));
+            match broadcast.iter().position(|&b| b == j) {
+                None => line(&mut w, format!("    let s{j} = fused_s{j}[tc];")),
+                Some(slot) => {
+                    line(&mut w, format!("    var s{j} = vec4(0.0);"));
+                    line(&mut w, "    for (var c = 0u; c < 4u; c++) {".into());
+                    line(
+                        &mut w,
+                        "        let i = min(tc * 4u + c, max(params.n, 1u) - 1u);".into(),
+                    );
+                    line(
+                        &mut w,
+                        format!("        let o = strided_offset(i, 0u, {}u);", slot + 1),
+                    );
+                    line(
+                        &mut w,
+                        format!("        s{j}[c] = fused_s{j}[o / 4u][o % 4u];"),
+                    );
+                    line(&mut w, "    }".into());
+                }
+            }
         }
         line(&mut w, "    let d0 = vec4(1.0);".into());
         for p in 1..self.steps.len() {
             line(&mut w, format!("    var d{p} = vec4(0.0);"));
         }
-        for o in 0..self.outs {
+        for o in (0..self.outs).filter(|&o| aliases[o].is_none()) {
             line(&mut w, format!("    var e{o} = vec4(0.0);"));
         }
-        for (p, step) in self.steps.iter().enumerate() {
-            let s = |i: usize| match step.saved.get(i) {
-                Some(j) => format!("s{j}"),
-                None => "vec4(0.0)".to_string(),
+        for (target, term) in self.terms() {
+            let into = match target {
+                Target::Member(q) => format!("d{q}"),
+                Target::Out(o) if aliases[o].is_none() => format!("e{o}"),
+                _ => continue,
             };
-            let factors: Vec<String> = match step.op {
-                Elementwise::Unary(u) => {
-                    vec![format!("unary_d({}u, {}, fused_p({p}u))", u as u32, s(0))]
-                }
-                Elementwise::Binary(b) => vec![
-                    format!("binary_da({}u, {}, {})", b as u32, s(0), s(1)),
-                    format!("binary_db({}u, {}, {})", b as u32, s(0), s(1)),
-                ],
-            };
-            for (target, factor) in step.targets.iter().zip(factors) {
-                let into = match target {
-                    Target::Member(q) => format!("d{q}"),
-                    Target::Out(o) => format!("e{o}"),
-                    Target::Nothing => continue,
-                };
-                line(&mut w, format!("    {into} += d{p} * {factor};"));
-            }
+            line(&mut w, format!("    {into} += {term};"));
         }
         line(&mut w, "    for (var k = 0u; k < params.k; k++) {".into());
         line(&mut w, "        if (live && ALIGNED) {".into());
@@ -168,6 +194,9 @@ impl Recipe {
         );
         line(&mut w, "            let g = fused_g[j];".into());
         for (o, &acc) in accumulate.iter().enumerate() {
+            if aliases[o].is_some() {
+                continue;
+            }
             let old = if acc {
                 format!("fused_o{o}[j] + ")
             } else {
@@ -193,6 +222,9 @@ impl Recipe {
             "                    let g = fused_g[j / 4u][j % 4u];".into(),
         );
         for (o, &acc) in accumulate.iter().enumerate() {
+            if aliases[o].is_some() {
+                continue;
+            }
             let old = if acc {
                 format!("fused_o{o}[j / 4u][j % 4u] + ")
             } else {
@@ -212,6 +244,80 @@ impl Recipe {
         w
     }
 
+    /// Every contribution the kernel sums, in order: (where it goes, the
+    /// WGSL term `d_p * f'`), member p's factor times its local derivative.
+    fn terms(&self) -> Vec<(Target, String)> {
+        let mut terms = Vec::new();
+        for (p, step) in self.steps.iter().enumerate() {
+            let s = |i: usize| match step.saved.get(i) {
+                Some(j) => format!("s{j}"),
+                None => "vec4(0.0)".to_string(),
+            };
+            let factors: Vec<String> = match step.op {
+                Elementwise::Unary(u) => {
+                    vec![format!("unary_d({}u, {}, fused_p({p}u))", u as u32, s(0))]
+                }
+                Elementwise::Binary(b) => {
+                    let da = format!("binary_da({}u, {}, {})", b as u32, s(0), s(1));
+                    // d(a + b)/db is d(a + b)/da (1): the same term, so that
+                    // equal contributions are recognized (`aliases`).
+                    let db = match b {
+                        BinaryOp::Add => da.clone(),
+                        _ => format!("binary_db({}u, {}, {})", b as u32, s(0), s(1)),
+                    };
+                    vec![da, db]
+                }
+            };
+            for (target, factor) in step.targets.iter().zip(factors) {
+                if *target != Target::Nothing {
+                    terms.push((*target, format!("d{p} * {factor}")));
+                }
+            }
+        }
+        terms
+    }
+
+    /// For each output, an earlier output that receives exactly the same
+    /// terms (so the same values: the inputs of `a + b` both get the sum's
+    /// cotangent). Such an output is neither bound nor written; it shares
+    /// the earlier one's buffer, as the unfused `add` passes g to both.
+    pub fn aliases(&self) -> Vec<Option<usize>> {
+        let terms = self.terms();
+        let of = |o: usize| -> Vec<&String> {
+            terms
+                .iter()
+                .filter(|(t, _)| *t == Target::Out(o))
+                .map(|(_, term)| term)
+                .collect()
+        };
+        let lists: Vec<Vec<&String>> = (0..self.outs).map(of).collect();
+        (0..self.outs)
+            .map(|o| (0..o).find(|&q| lists[q] == lists[o]))
+            .collect()
+    }
+
+    /// How many contributions meet another at the same member or output
+    /// (each an accumulation kernel when unfused).
+    pub fn meetings(&self) -> usize {
+        let terms = self.terms();
+        let mut targets: Vec<Target> = terms.iter().map(|(t, _)| *t).collect();
+        let all = targets.len();
+        targets.sort_by_key(|t| format!("{t:?}"));
+        targets.dedup();
+        all - targets.len()
+    }
+
+    /// Whether output o may be handed an accumulator to add to in place:
+    /// not when it shares its buffer with another output.
+    pub fn may_accumulate(&self, o: usize) -> bool {
+        let aliases = self.aliases();
+        aliases[o].is_none() && !aliases.contains(&Some(o))
+    }
+
+    fn is_broadcast(&self, j: usize) -> bool {
+        self.broadcast.get(j).copied().unwrap_or(false)
+    }
+
     /// The whole composed module.
     pub fn module_source(&self, accumulate: &[bool]) -> String {
         format!(
@@ -222,33 +328,65 @@ impl Recipe {
     }
 }
 
-/// Runs the region's adjoint for `k` rows of `n` elements: `g` is the
-/// root's cotangent `[k, n]`, `saved` the recipe's saved values, `scalars`
-/// each member's parameter, and `accumulators[o]` output o's cotangent so
-/// far where the scheduler hands it over (it is added to in place).
-/// Returns each output's cotangent, the accumulator where one was given.
+/// What one run of a region's kernel binds.
+pub(crate) struct Launch<'a> {
+    pub dev: &'a Device,
+    pub recipe: &'a Recipe,
+    /// Cotangent rows.
+    pub k: usize,
+    /// The region's shape (every member's output).
+    pub shape: &'a [usize],
+    /// The root's cotangent, `[k, *shape]`.
+    pub g: &'a Storage,
+    /// The recipe's saved values, with their shapes.
+    pub saved: &'a [(Arc<Storage>, Vec<usize>)],
+    /// Each member's scalar parameter.
+    pub scalars: &'a [f32],
+    /// The shape of each input leaving the region.
+    pub out_shapes: &'a [Vec<usize>],
+}
+
+/// Runs a region's adjoint. `accumulators[o]`: output o's cotangent so
+/// far, where the scheduler hands it over (only for inputs of the region's
+/// shape); it is added to in place. Returns each output's contribution at
+/// its input's shape (the accumulator, where one was given).
 pub(crate) fn run(
-    dev: &Device,
-    recipe: &Recipe,
-    (k, n): (usize, usize),
-    g: &Storage,
-    saved: &[Arc<Storage>],
-    scalars: &[f32],
+    launch: &Launch,
     accumulators: Vec<Option<Arc<Storage>>>,
 ) -> Result<Vec<Arc<Storage>>> {
+    let Launch { dev, k, shape, .. } = *launch;
+    let n = crate::shape::numel(shape);
     let accumulate: Vec<bool> = accumulators.iter().map(Option::is_some).collect();
-    let outs: Vec<Arc<Storage>> = accumulators
-        .into_iter()
-        .map(|a| match a {
-            Some(a) => Ok(a),
-            None => dev.alloc("fused cotangent", k * n).map(Arc::new),
-        })
-        .collect::<Result<_>>()?;
-    if dev.is_dry_run() {
-        return Ok(outs);
+    let aliases = launch.recipe.aliases();
+    let mut outs: Vec<Arc<Storage>> = Vec::with_capacity(aliases.len());
+    for (a, alias) in accumulators.into_iter().zip(&aliases) {
+        outs.push(match (a, alias) {
+            (_, Some(q)) => outs[*q].clone(),
+            (Some(a), None) => a,
+            (None, None) => Arc::new(dev.alloc("fused cotangent", k * n)?),
+        });
     }
-    let name = recipe.signature(&accumulate);
-    let source = recipe.module_source(&accumulate);
+    if !dev.is_dry_run() {
+        let primaries: Vec<&Arc<Storage>> = outs
+            .iter()
+            .zip(&aliases)
+            .filter(|(_, a)| a.is_none())
+            .map(|(o, _)| o)
+            .collect();
+        dispatch(launch, n, &accumulate, &primaries);
+    }
+    // The adjoint of broadcasting: sum over the axes an input was
+    // broadcast along.
+    outs.into_iter()
+        .zip(launch.out_shapes)
+        .map(|(out, to)| crate::ops::reduce::sum_to(dev, &out, k, shape, to))
+        .collect()
+}
+
+fn dispatch(launch: &Launch, n: usize, accumulate: &[bool], outs: &[&Arc<Storage>]) {
+    let (dev, recipe) = (launch.dev, launch.recipe);
+    let name = recipe.signature(accumulate);
+    let source = recipe.module_source(accumulate);
     let module = Module {
         name: &name,
         source: &source,
@@ -259,7 +397,7 @@ pub(crate) fn run(
         binding += 1;
         bindings.push((binding, Access::Read));
     }
-    for _ in 0..recipe.outs {
+    for _ in outs {
         binding += 1;
         bindings.push((binding, Access::Write));
     }
@@ -268,24 +406,26 @@ pub(crate) fn run(
         entry: "fused_adjoint",
         bindings: &bindings,
     };
-    let mut params = Params::new(n, k);
-    for (i, s) in scalars.iter().enumerate() {
-        params = params.slot_word(i, s.to_bits());
+    let mut params = Params::new(n, launch.k)
+        .rank(launch.shape.len())
+        .slot(0, launch.shape);
+    let mut slot = 1;
+    for (j, (_, saved_shape)) in launch.saved.iter().enumerate() {
+        if recipe.is_broadcast(j) {
+            params = params.slot(slot, &broadcast_strides(saved_shape, launch.shape));
+            slot += 1;
+        }
     }
-    let buffers: Vec<&Storage> = std::iter::once(g)
-        .chain(saved.iter().map(|s| &**s))
-        .chain(outs.iter().map(|o| &**o))
+    for (i, s) in launch.scalars.iter().enumerate() {
+        params = params.slot_word(6 * slot + i, s.to_bits());
+    }
+    let buffers: Vec<&Storage> = std::iter::once(launch.g)
+        .chain(launch.saved.iter().map(|(s, _)| &**s))
+        .chain(outs.iter().map(|o| &***o))
         .collect();
     let constants = [("ALIGNED", flag(n.is_multiple_of(4)))];
-    dev.dispatch_rows_with(
-        &kernel,
-        k,
-        &constants,
-        &params,
-        &buffers,
-        groups_for(n.div_ceil(4) as u64),
-    );
-    Ok(outs)
+    let groups = groups_for(n.div_ceil(4) as u64);
+    dev.dispatch_rows_with(&kernel, launch.k, &constants, &params, &buffers, groups);
 }
 
 #[cfg(test)]
@@ -338,6 +478,7 @@ mod tests {
                 ],
                 saved: 2,
                 outs: 2,
+                broadcast: vec![false, i % 3 == 0],
             };
             for accumulate in [[false, false], [true, false], [true, true]] {
                 validate(&recipe.module_source(&accumulate));
@@ -360,7 +501,44 @@ mod tests {
             ],
             saved: 0,
             outs: 1,
+            broadcast: vec![],
         };
         validate(&recipe.module_source(&[false]));
+    }
+}
+
+#[cfg(test)]
+mod alias_tests {
+    use super::*;
+
+    /// `sin(a + b)`: both inputs of the sum get the same contribution, so
+    /// the second shares the first's buffer and neither takes an
+    /// accumulator; `a - b` gives them different ones.
+    #[test]
+    fn equal_contributions_share_a_buffer() {
+        let recipe = |op| Recipe {
+            steps: vec![
+                Step {
+                    op: Elementwise::Unary(UnaryOp::Sin),
+                    targets: vec![Target::Member(1)],
+                    saved: vec![0],
+                },
+                Step {
+                    op: Elementwise::Binary(op),
+                    targets: vec![Target::Out(0), Target::Out(1)],
+                    saved: vec![],
+                },
+            ],
+            saved: 1,
+            outs: 2,
+            broadcast: vec![false],
+        };
+        let add = recipe(BinaryOp::Add);
+        assert_eq!(add.aliases(), vec![None, Some(0)]);
+        assert!(!add.may_accumulate(0) && !add.may_accumulate(1));
+        assert_eq!(add.meetings(), 0);
+        let sub = recipe(BinaryOp::Sub);
+        assert_eq!(sub.aliases(), vec![None, None]);
+        assert!(sub.may_accumulate(0) && sub.may_accumulate(1));
     }
 }
