@@ -15,10 +15,18 @@
 // 256 FMAs, against 8 per 16 FMAs in the shared-tile kernel; measured on
 // lavapipe at 1024³: 23 GFLOP/s against 5.5. Needs subgroups of at least 8
 // invocations; the host picks this kernel only then, on CPU adapters.
-// Slots as in matmul.wgsl. Binding 4 is binding 1 again, read as vec4s
-// (A_VEC4: a_cs = 1 and every row offset a multiple of 4).
+// Slots as in matmul.wgsl. Bindings 4 and 5 are bindings 1 and 3 again,
+// read as vec4s (A_VEC4: a_cs = 1 and every row offset a multiple of 4;
+// B_VEC4 likewise for B's columns).
 
 override A_VEC4: bool = false;
+// Store the transpose (the host swapped the operands of a narrow product:
+// C = A·B with few columns is computed as Cᵀ = Bᵀ·Aᵀ, whose many columns
+// fill the lanes).
+override C_T: bool = false;
+// B's columns are contiguous and start at multiples of 4 (b_rs = 1: a
+// transposed row-major B, as in dA = G·Bᵀ): read them as vec4s.
+override B_VEC4: bool = false;
 const ROWS: u32 = 64u;
 const COLS: u32 = 64u;
 
@@ -26,6 +34,7 @@ const COLS: u32 = 64u;
 @group(0) @binding(2) var<storage, read_write> c_buf: array<f32>;
 @group(0) @binding(3) var<storage, read> b_buf: array<f32>;
 @group(0) @binding(4) var<storage, read> a_vec: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> b_vec: array<vec4<f32>>;
 
 // A[row, p..p+4] for the row starting at `row`.
 fn a_quad(row: u32, p: u32, a_cs: u32) -> vec4<f32> {
@@ -34,6 +43,15 @@ fn a_quad(row: u32, p: u32, a_cs: u32) -> vec4<f32> {
     }
     return vec4(a_buf[row + p * a_cs], a_buf[row + (p + 1u) * a_cs],
                 a_buf[row + (p + 2u) * a_cs], a_buf[row + (p + 3u) * a_cs]);
+}
+
+// B[p..p+4, col] for the column starting at `col`.
+fn b_quad(col: u32, p: u32, b_rs: u32) -> vec4<f32> {
+    if (B_VEC4) {
+        return b_vec[(col + p) / 4u];
+    }
+    return vec4(b_buf[col + p * b_rs], b_buf[col + (p + 1u) * b_rs],
+                b_buf[col + (p + 2u) * b_rs], b_buf[col + (p + 3u) * b_rs]);
 }
 
 // acc[r] += Σ_d A[row r, p+d]·B[p+d, col]: lane r holds row r's four values
@@ -107,40 +125,47 @@ fn matmul_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     var acc5: array<f32, 8>;
     var acc6: array<f32, 8>;
     var acc7: array<f32, 8>;
+    // Groups of 8 rows below m (uniform): a narrow tile skips the rest.
+    let groups = min(8u, (m - row0 + 7u) / 8u);
     let p_quads = p_len - p_len % 4u;
     for (var p = 0u; p < p_quads; p += 4u) {
-        let b = vec4(b_buf[b_col + p * b_rs], b_buf[b_col + (p + 1u) * b_rs],
-                     b_buf[b_col + (p + 2u) * b_rs], b_buf[b_col + (p + 3u) * b_rs]);
+        let b = b_quad(b_col, p, b_rs);
         fma_rows(&acc0, a_quad(rows[0], p, a_cs), b);
-        fma_rows(&acc1, a_quad(rows[1], p, a_cs), b);
-        fma_rows(&acc2, a_quad(rows[2], p, a_cs), b);
-        fma_rows(&acc3, a_quad(rows[3], p, a_cs), b);
-        fma_rows(&acc4, a_quad(rows[4], p, a_cs), b);
-        fma_rows(&acc5, a_quad(rows[5], p, a_cs), b);
-        fma_rows(&acc6, a_quad(rows[6], p, a_cs), b);
-        fma_rows(&acc7, a_quad(rows[7], p, a_cs), b);
+        if (groups > 1u) { fma_rows(&acc1, a_quad(rows[1], p, a_cs), b); }
+        if (groups > 2u) { fma_rows(&acc2, a_quad(rows[2], p, a_cs), b); }
+        if (groups > 3u) { fma_rows(&acc3, a_quad(rows[3], p, a_cs), b); }
+        if (groups > 4u) { fma_rows(&acc4, a_quad(rows[4], p, a_cs), b); }
+        if (groups > 5u) { fma_rows(&acc5, a_quad(rows[5], p, a_cs), b); }
+        if (groups > 6u) { fma_rows(&acc6, a_quad(rows[6], p, a_cs), b); }
+        if (groups > 7u) { fma_rows(&acc7, a_quad(rows[7], p, a_cs), b); }
     }
     for (var p = p_quads; p < p_len; p++) {
         let b = b_buf[b_col + p * b_rs];
         fma_rows1(&acc0, a_buf[rows[0] + p * a_cs], b);
-        fma_rows1(&acc1, a_buf[rows[1] + p * a_cs], b);
-        fma_rows1(&acc2, a_buf[rows[2] + p * a_cs], b);
-        fma_rows1(&acc3, a_buf[rows[3] + p * a_cs], b);
-        fma_rows1(&acc4, a_buf[rows[4] + p * a_cs], b);
-        fma_rows1(&acc5, a_buf[rows[5] + p * a_cs], b);
-        fma_rows1(&acc6, a_buf[rows[6] + p * a_cs], b);
-        fma_rows1(&acc7, a_buf[rows[7] + p * a_cs], b);
+        if (groups > 1u) { fma_rows1(&acc1, a_buf[rows[1] + p * a_cs], b); }
+        if (groups > 2u) { fma_rows1(&acc2, a_buf[rows[2] + p * a_cs], b); }
+        if (groups > 3u) { fma_rows1(&acc3, a_buf[rows[3] + p * a_cs], b); }
+        if (groups > 4u) { fma_rows1(&acc4, a_buf[rows[4] + p * a_cs], b); }
+        if (groups > 5u) { fma_rows1(&acc5, a_buf[rows[5] + p * a_cs], b); }
+        if (groups > 6u) { fma_rows1(&acc6, a_buf[rows[6] + p * a_cs], b); }
+        if (groups > 7u) { fma_rows1(&acc7, a_buf[rows[7] + p * a_cs], b); }
     }
     if (j < n) {
-        // C is [*batch, M, N_IN], contiguous.
-        let out = (z + j / n_in) * m * n_in + j % n_in;
-        store_rows(&acc0, row0, m, out, n_in);
-        store_rows(&acc1, row0 + 8u, m, out, n_in);
-        store_rows(&acc2, row0 + 16u, m, out, n_in);
-        store_rows(&acc3, row0 + 24u, m, out, n_in);
-        store_rows(&acc4, row0 + 32u, m, out, n_in);
-        store_rows(&acc5, row0 + 40u, m, out, n_in);
-        store_rows(&acc6, row0 + 48u, m, out, n_in);
-        store_rows(&acc7, row0 + 56u, m, out, n_in);
+        // C is [*batch, M, N_IN], contiguous; or, with C_T, this product
+        // is the transpose of the one asked for (no batch): store C^T.
+        var out = (z + j / n_in) * m * n_in + j % n_in;
+        var row_stride = n_in;
+        if (C_T) {
+            out = j * m;
+            row_stride = 1u;
+        }
+        store_rows(&acc0, row0, m, out, row_stride);
+        store_rows(&acc1, row0 + 8u, m, out, row_stride);
+        store_rows(&acc2, row0 + 16u, m, out, row_stride);
+        store_rows(&acc3, row0 + 24u, m, out, row_stride);
+        store_rows(&acc4, row0 + 32u, m, out, row_stride);
+        store_rows(&acc5, row0 + 40u, m, out, row_stride);
+        store_rows(&acc6, row0 + 48u, m, out, row_stride);
+        store_rows(&acc7, row0 + 56u, m, out, row_stride);
     }
 }

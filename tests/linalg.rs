@@ -261,6 +261,22 @@ fn matmul_2d_tile_edges() {
     );
 }
 
+/// Narrow products (N ≤ 16, M ≥ 4N): on CPU adapters computed as Cᵀ = Bᵀ·Aᵀ
+/// and stored transposed; their adjoints read B's columns as vec4s
+/// (dA = G·Bᵀ with N a multiple of 4).
+#[test]
+fn matmul_narrow_products() {
+    check_all(
+        &[
+            (&[70, 33], &[33, 10]),
+            (&[256, 64], &[64, 3]),
+            (&[65, 8], &[8, 16]),
+            (&[40, 7], &[7, 1]),
+        ],
+        Track::Both,
+    );
+}
+
 /// A long contraction: the tolerance grows as √P (P = 1000, not a multiple
 /// of 16 nor of 32).
 #[test]

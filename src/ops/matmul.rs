@@ -21,7 +21,7 @@ const GEMM: Kernel = Kernel {
     bindings: &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
 };
 /// The CPU-adapter schedule of the same product (`Device::lane_gemm`);
-/// binding 4 is A again, read as vec4s when its rows allow.
+/// bindings 4 and 5 are A and B again, read as vec4s where their layout allows.
 const GEMM_LANES: Kernel = Kernel {
     module: &MATMUL_LANES,
     entry: "matmul_lanes",
@@ -30,6 +30,7 @@ const GEMM_LANES: Kernel = Kernel {
         (2, Access::Write),
         (3, Access::Read),
         (4, Access::Read),
+        (5, Access::Read),
     ],
 };
 const OUTER: Kernel = Kernel {
@@ -89,6 +90,24 @@ fn gemm(
     b: &Operand,
 ) -> Result<Storage> {
     let z = numel(batch);
+    // Narrow on CPU adapters: few columns would leave most SIMD lanes of
+    // the lanes kernel idle, so compute Cᵀ = Bᵀ·Aᵀ (transposes are swapped
+    // strides) and store it transposed.
+    if dev.lane_gemm() && z == 1 && n <= NARROW && m >= 4 * n {
+        let bt = Operand {
+            buf: b.buf,
+            rs: b.cs,
+            cs: b.rs,
+            batch_strides: vec![],
+        };
+        let at = Operand {
+            buf: a.buf,
+            rs: a.cs,
+            cs: a.rs,
+            batch_strides: vec![],
+        };
+        return gemm_launch(dev, &[], (n, m, p), &bt, &at, Layout::Transposed);
+    }
     let invariant = |o: &Operand| o.batch_strides.iter().all(|&s| s == 0);
     if z > 1 && invariant(a) && (z * n).div_ceil(TILE) <= MAX_GRID {
         return gemm_dispatch(dev, batch, (m, n, p), a, b, true);
@@ -111,18 +130,48 @@ fn gemm(
     gemm_dispatch(dev, batch, (m, n, p), a, b, false)
 }
 
+/// How a launch lays out C: `[*batch, m, n]`, with the batch folded into
+/// the columns (A's batch strides are all 0), or stored transposed (no
+/// batch: the product computed is Cᵀ, `[m, n]` here, stored as `[n, m]`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Plain,
+    Folded,
+    Transposed,
+}
+
+/// At most this many columns make a product narrow (classifier heads, the
+/// K-batched cotangent of a vector output).
+const NARROW: usize = 16;
+
 /// One GEMM launch (split past the grid limits); `fold`: the batch is
 /// folded into the columns (A's batch strides are all 0).
 fn gemm_dispatch(
     dev: &Device,
     batch: &[usize],
-    (m, n, p): (usize, usize, usize),
+    mnp: (usize, usize, usize),
     a: &Operand,
     b: &Operand,
     fold: bool,
 ) -> Result<Storage> {
+    let layout = if fold { Layout::Folded } else { Layout::Plain };
+    gemm_launch(dev, batch, mnp, a, b, layout)
+}
+
+fn gemm_launch(
+    dev: &Device,
+    batch: &[usize],
+    (m, n, p): (usize, usize, usize),
+    a: &Operand,
+    b: &Operand,
+    layout: Layout,
+) -> Result<Storage> {
     let z = numel(batch);
-    let (cols, grid_z) = if fold { (z * n, 1) } else { (n, z) };
+    let (cols, grid_z) = if layout == Layout::Folded {
+        (z * n, 1)
+    } else {
+        (n, z)
+    };
     let (row_tiles, col_tiles) = (m.div_ceil(TILE), cols.div_ceil(TILE));
     if batch.len() > MAX_RANK || col_tiles > MAX_GRID {
         return Err(invalid(
@@ -144,7 +193,20 @@ fn gemm_dispatch(
     let lanes = dev.lane_gemm();
     let aligned =
         a.cs == 1 && a.rs.is_multiple_of(4) && a.batch_strides.iter().all(|s| s.is_multiple_of(4));
-    let a_vec4 = [("A_VEC4", if aligned { 1.0 } else { 0.0 })];
+    let b_aligned =
+        b.rs == 1 && b.cs.is_multiple_of(4) && b.batch_strides.iter().all(|s| s.is_multiple_of(4));
+    let lane_constants = [
+        ("A_VEC4", if aligned { 1.0 } else { 0.0 }),
+        ("B_VEC4", if b_aligned { 1.0 } else { 0.0 }),
+        (
+            "C_T",
+            if layout == Layout::Transposed {
+                1.0
+            } else {
+                0.0
+            },
+        ),
+    ];
     // One dispatch, unless the batch or the row tiles pass the 65535 limit
     // of a grid dimension: then one per chunk, each told where it starts.
     for z0 in (0..grid_z.max(1)).step_by(MAX_GRID) {
@@ -156,8 +218,8 @@ fn gemm_dispatch(
             );
             let params = params.extra(0, z0).extra(1, r0);
             if lanes {
-                let buffers = [a.buf, &out, b.buf, a.buf];
-                dev.dispatch_grid(&GEMM_LANES, &a_vec4, &params, &buffers, grid);
+                let buffers = [a.buf, &out, b.buf, a.buf, b.buf];
+                dev.dispatch_grid(&GEMM_LANES, &lane_constants, &params, &buffers, grid);
             } else {
                 dev.dispatch_grid(&GEMM, &[], &params, &[a.buf, &out, b.buf], grid);
             }
