@@ -20,178 +20,12 @@
 
 mod common;
 
-use std::hint::black_box;
 use std::time::Duration;
 
-use common::{Mlp, RunFacts, measured, median_secs, values};
+use common::workloads::{W4, W4_DIMS, W5, W5_N as N5};
+use common::{RunFacts, measured, median_secs};
 use criterion::{Criterion, SamplingMode};
-use pullback::{Device, Tensor};
-
-const B: usize = 64;
-const D: usize = 128;
-const H: usize = 256;
-const C: usize = 10;
-const N5: usize = 512;
-
-struct W4 {
-    dev: Device,
-    mlp: Mlp,
-    ones: Tensor,
-    onehots: Vec<Tensor>,
-}
-
-impl W4 {
-    fn new(dev: &Device) -> W4 {
-        let onehots = (0..B)
-            .map(|b| {
-                let mut e = vec![0.0; B];
-                e[b] = 1.0;
-                dev.tensor(&e, &[B]).unwrap()
-            })
-            .collect();
-        W4 {
-            dev: dev.clone(),
-            mlp: Mlp::new(dev, B, D, H, C),
-            ones: dev.ones(&[B]).unwrap(),
-            onehots,
-        }
-    }
-
-    fn refs(&self) -> Vec<&Tensor> {
-        self.mlp.params.iter().collect()
-    }
-
-    fn grads(&self) {
-        let g = pullback::per_example_grads(&self.mlp.loss(), &self.refs()).unwrap();
-        self.dev.synchronize().unwrap();
-        black_box(g);
-    }
-
-    fn norms(&self) {
-        let n = pullback::per_example_grad_norms(&self.mlp.loss(), &self.refs()).unwrap();
-        self.dev.synchronize().unwrap();
-        black_box(n);
-    }
-
-    fn summed(&self) {
-        self.mlp.loss().backward_with(&self.ones).unwrap();
-        self.dev.synchronize().unwrap();
-        for p in &self.mlp.params {
-            black_box(p.grad());
-            p.zero_grad();
-        }
-    }
-
-    fn looped(&self) {
-        let loss = self.mlp.loss();
-        let refs = self.refs();
-        let g: Vec<_> = self
-            .onehots
-            .iter()
-            .map(|e| pullback::vjp(&[&loss], &[e], &refs).unwrap())
-            .collect();
-        self.dev.synchronize().unwrap();
-        black_box(g);
-    }
-}
-
-struct W5 {
-    dev: Device,
-    w: Tensor,
-    x: Tensor,
-    y: Tensor,
-    identity: Vec<(usize, Tensor)>,
-    onehots: Vec<Tensor>,
-    a: Tensor,
-    b: Tensor,
-}
-
-impl W5 {
-    fn new(dev: &Device) -> W5 {
-        let scaled: Vec<f32> = values(N5 * N5, 11).iter().map(|v| v * 0.1).collect();
-        let w = dev.tensor(&scaled, &[N5, N5]).unwrap();
-        let x = dev
-            .tensor(&values(N5, 12), &[N5, 1])
-            .unwrap()
-            .requires_grad();
-        let y = w.matmul(&x).unwrap().tanh().unwrap();
-        let identity = [1, 8, 64, N5]
-            .iter()
-            .map(|&k| {
-                let mut e = vec![0.0; k * N5];
-                (0..k).for_each(|i| e[i * N5 + i] = 1.0);
-                (k, dev.tensor(&e, &[k, N5, 1]).unwrap())
-            })
-            .collect();
-        let onehots = (0..N5)
-            .map(|i| {
-                let mut e = vec![0.0; N5];
-                e[i] = 1.0;
-                dev.tensor(&e, &[N5, 1]).unwrap()
-            })
-            .collect();
-        W5 {
-            dev: dev.clone(),
-            a: dev.tensor(&values(N5 * N5, 13), &[N5, N5]).unwrap(),
-            b: dev.tensor(&values(N5 * N5, 14), &[N5, N5]).unwrap(),
-            w,
-            x,
-            y,
-            identity,
-            onehots,
-        }
-    }
-
-    fn jacobian(&self) {
-        let j = pullback::jacobian(&self.y, &self.x).unwrap();
-        self.dev.synchronize().unwrap();
-        black_box(j);
-    }
-
-    fn forward_and_jacobian(&self) {
-        let y = self.w.matmul(&self.x).unwrap().tanh().unwrap();
-        let j = pullback::jacobian(&y, &self.x).unwrap();
-        self.dev.synchronize().unwrap();
-        black_box(j);
-    }
-
-    fn batched(&self, k: usize) {
-        let v = &self.identity.iter().find(|(kk, _)| *kk == k).unwrap().1;
-        let g = pullback::vjp_batched(&[&self.y], &[v], &[&self.x]).unwrap();
-        self.dev.synchronize().unwrap();
-        black_box(g);
-    }
-
-    fn looped(&self) {
-        let g: Vec<_> = self
-            .onehots
-            .iter()
-            .map(|e| pullback::vjp(&[&self.y], &[e], &[&self.x]).unwrap())
-            .collect();
-        self.dev.synchronize().unwrap();
-        black_box(g);
-    }
-
-    fn gemm(&self) {
-        let c = self.a.matmul(&self.b).unwrap();
-        self.dev.synchronize().unwrap();
-        black_box(c);
-    }
-
-    /// Bytes the Jacobian adds at its peak, and its passes.
-    fn peak(&self) -> (u64, u64) {
-        self.dev.synchronize().unwrap();
-        self.dev.reset_peak();
-        let before = self.dev.stats();
-        let j = pullback::jacobian(&self.y, &self.x).unwrap();
-        let after = self.dev.stats();
-        drop(j);
-        (
-            after.peak_bytes - before.live_bytes,
-            after.submits - before.submits,
-        )
-    }
-}
+use pullback::Device;
 
 const W4_IDS: [(&str, &str); 4] = [
     ("W4", "per_example_grads"),
@@ -264,7 +98,8 @@ fn main() {
     println!("== pullback batched summary (this run) ==");
     facts.print(&dev);
     let [grads, norms, summed, looped] = [w4_ms[0], w4_ms[1], w4_ms[2], w4_ms[3]];
-    println!("W4 MLP B={B} D={D} H={H} C={C}, forward included in each:");
+    let (b, d, h, c) = W4_DIMS;
+    println!("W4 MLP B={b} D={d} H={h} C={c}, forward included in each:");
     println!(
         "  per_example_grads       {grads:9.2} ms  = {:5.2}x summed backward, {:6.1}x faster than the loop",
         grads / summed,
@@ -276,7 +111,7 @@ fn main() {
         looped / norms
     );
     println!("  summed backward         {summed:9.2} ms");
-    println!("  loop of {B} vjp          {looped:9.2} ms");
+    println!("  loop of {b} vjp          {looped:9.2} ms");
     let [jac, fwd_jac, k512, gemm] = [w5_ms[0], w5_ms[1], w5_ms[2], w5_ms[3]];
     println!("W5 Jacobian of tanh(W·x), n = m = {N5}:");
     println!(

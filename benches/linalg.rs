@@ -13,77 +13,19 @@
 
 mod common;
 
-use std::hint::black_box;
 use std::time::Duration;
 
-use common::{Mlp, RawKernel, RunFacts, measured, values};
+use common::workloads::{FMA_FLOP, Matmul, W3, fma_kernel, w3_flop};
+use common::{RunFacts, measured};
 use criterion::{Criterion, SamplingMode, Throughput};
-use pullback::{Device, Tensor};
+use pullback::Device;
 
-const B: usize = 256;
-const D: usize = 512;
-const H: usize = 1024;
-const C: usize = 10;
-const W3_FLOP: u64 =
-    (2 * B * D * H + 2 * B * H * C + 2 * D * B * H + 2 * B * C * H + 2 * H * B * C) as u64;
 const MM_N: usize = 1024;
 const MM_FLOP: u64 = 2 * (MM_N * MM_N * MM_N) as u64;
-const FMA_THREADS: usize = 256 * 256;
-const FMA_FLOP: u64 = FMA_THREADS as u64 * 1024 * 64;
 
 const ID_W3: (&str, &str) = ("W3", "mlp_B256_D512_H1024_C10_fwd_bwd");
 const ID_MM: (&str, &str) = ("matmul", "n1024");
 const ID_FMA: (&str, &str) = ("fma_peak", "wgsl_vec4_fma");
-
-struct W3 {
-    dev: Device,
-    mlp: Mlp,
-    seed: Tensor,
-}
-
-impl W3 {
-    fn new(dev: &Device) -> W3 {
-        W3 {
-            dev: dev.clone(),
-            mlp: Mlp::new(dev, B, D, H, C),
-            seed: dev.ones(&[B]).unwrap(),
-        }
-    }
-
-    fn run(&self) {
-        self.mlp.loss().backward_with(&self.seed).unwrap();
-        self.dev.synchronize().unwrap();
-        for p in &self.mlp.params {
-            black_box(p.grad());
-            p.zero_grad();
-        }
-    }
-}
-
-struct Matmul {
-    dev: Device,
-    a: Tensor,
-    b: Tensor,
-}
-
-impl Matmul {
-    fn run(&self) {
-        let c = self.a.matmul(&self.b).unwrap();
-        self.dev.synchronize().unwrap();
-        black_box(c);
-    }
-}
-
-fn fma_kernel(dev: &Device) -> RawKernel {
-    let out = RawKernel::buffer(dev, (FMA_THREADS * 16) as u64, None);
-    RawKernel::new(
-        dev,
-        include_str!("fma.wgsl"),
-        "fma_peak",
-        &[(&out, false)],
-        (FMA_THREADS / 256) as u32,
-    )
-}
 
 fn main() {
     let facts = RunFacts::capture();
@@ -95,16 +37,12 @@ fn main() {
         .configure_from_args();
 
     let w3 = W3::new(&dev);
-    let mm = Matmul {
-        dev: dev.clone(),
-        a: dev.tensor(&values(MM_N * MM_N, 6), &[MM_N, MM_N]).unwrap(),
-        b: dev.tensor(&values(MM_N * MM_N, 7), &[MM_N, MM_N]).unwrap(),
-    };
+    let mm = Matmul::new(&dev, MM_N, 6);
     let fma = fma_kernel(&dev);
     dev.synchronize().unwrap();
 
     for (id, flop, f) in [
-        (ID_W3, W3_FLOP, &(|| w3.run()) as &dyn Fn()),
+        (ID_W3, w3_flop(), &(|| w3.run()) as &dyn Fn()),
         (ID_MM, MM_FLOP, &|| mm.run()),
         (ID_FMA, FMA_FLOP, &|| fma.run()),
     ] {
@@ -131,7 +69,7 @@ fn main() {
     println!(
         "W3 MLP fwd+bwd (B=256 D=512 H=1024 C=10): {:9.2} ms  {:7.2} GFLOP/s  [{w3_src}]",
         w3_s * 1e3,
-        gflops(W3_FLOP, w3_s)
+        gflops(w3_flop(), w3_s)
     );
     println!(
         "matmul 1024^3:                            {:9.2} ms  {:7.2} GFLOP/s  [{mm_src}]",
@@ -149,6 +87,6 @@ fn main() {
     );
     println!(
         "W3 / matmul 1024^3 rate:                  {:9.3}",
-        gflops(W3_FLOP, w3_s) / gflops(MM_FLOP, mm_s)
+        gflops(w3_flop(), w3_s) / gflops(MM_FLOP, mm_s)
     );
 }

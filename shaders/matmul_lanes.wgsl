@@ -6,28 +6,26 @@
 // lanes (workgroup memory included), while subgroupBroadcast from a
 // constant lane is one register shuffle. So the cost is the lane-varying
 // loads, and this kernel does few of them per FMA:
-// - each invocation owns one column of C and the workgroup's 64 rows;
+// - each invocation owns one column of C and the workgroup's 32 rows;
 // - per four steps of the contraction it loads its column's 4 values of B,
-//   and 8 × 4 values of A: lane l of the subgroup loads rows l, l+8, …, l+56;
+//   and 4 × 4 values of A: lane l of the subgroup loads rows l, l+8, l+16, l+24;
 // - every lane gets the rows it did not load by broadcast from the lane
 //   that did.
-// That is 12 lane-varying loads (vec4 loads where A's rows are aligned) per
-// 256 FMAs, against 8 per 16 FMAs in the shared-tile kernel; measured on
-// lavapipe at 1024³: 23 GFLOP/s against 5.5. Needs subgroups of at least 8
-// invocations; the host picks this kernel only then, on CPU adapters.
+// That is 8 lane-varying loads (vec4 loads where A's rows are aligned) per
+// 128 FMAs, against 8 per 16 FMAs in the shared-tile kernel; measured on
+// lavapipe at 1024³: about 20 GFLOP/s against 5.5 (64 rows per workgroup:
+// 23, but twice the compile time; see LANE_ROWS in src/ops/matmul.rs).
+// Needs subgroups of at least 8 invocations; the host picks this kernel
+// only then, on CPU adapters.
 // Slots as in matmul.wgsl. Bindings 4 and 5 are bindings 1 and 3 again,
 // read as vec4s (A_VEC4: a_cs = 1 and every row offset a multiple of 4;
 // B_VEC4 likewise for B's columns).
 
 override A_VEC4: bool = false;
-// Store the transpose (the host swapped the operands of a narrow product:
-// C = A·B with few columns is computed as Cᵀ = Bᵀ·Aᵀ, whose many columns
-// fill the lanes).
-override C_T: bool = false;
 // B's columns are contiguous and start at multiples of 4 (b_rs = 1: a
 // transposed row-major B, as in dA = G·Bᵀ): read them as vec4s.
 override B_VEC4: bool = false;
-const ROWS: u32 = 64u;
+const ROWS: u32 = 32u;
 const COLS: u32 = 64u;
 
 @group(0) @binding(1) var<storage, read> a_buf: array<f32>;
@@ -67,18 +65,6 @@ fn fma_rows(acc: ptr<function, array<f32, 8>>, a: vec4<f32>, b: vec4<f32>) {
     (*acc)[7] = fma_quad((*acc)[7], subgroupBroadcast(a, 7u), b);
 }
 
-// The same for one step of the contraction (the tail past a multiple of 4).
-fn fma_rows1(acc: ptr<function, array<f32, 8>>, a: f32, b: f32) {
-    (*acc)[0] = fma(subgroupBroadcast(a, 0u), b, (*acc)[0]);
-    (*acc)[1] = fma(subgroupBroadcast(a, 1u), b, (*acc)[1]);
-    (*acc)[2] = fma(subgroupBroadcast(a, 2u), b, (*acc)[2]);
-    (*acc)[3] = fma(subgroupBroadcast(a, 3u), b, (*acc)[3]);
-    (*acc)[4] = fma(subgroupBroadcast(a, 4u), b, (*acc)[4]);
-    (*acc)[5] = fma(subgroupBroadcast(a, 5u), b, (*acc)[5]);
-    (*acc)[6] = fma(subgroupBroadcast(a, 6u), b, (*acc)[6]);
-    (*acc)[7] = fma(subgroupBroadcast(a, 7u), b, (*acc)[7]);
-}
-
 // acc + a·b, in the order of p (so every element sums in the same order).
 fn fma_quad(acc: f32, a: vec4<f32>, b: vec4<f32>) -> f32 {
     return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, acc))));
@@ -113,49 +99,36 @@ fn matmul_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     let jc = min(j, n - 1u);
     let b_col = strided_offset(z + jc / n_in, 2u, 4u) + (jc % n_in) * b_cs;
     let a_base = strided_offset(z, 2u, 3u);
-    var rows: array<u32, 8>;
-    for (var g = 0u; g < 8u; g++) {
+    var rows: array<u32, 4>;
+    for (var g = 0u; g < 4u; g++) {
         rows[g] = a_base + min(row0 + g * 8u + lane % 8u, m - 1u) * a_rs;
     }
     var acc0: array<f32, 8>;
     var acc1: array<f32, 8>;
     var acc2: array<f32, 8>;
     var acc3: array<f32, 8>;
-    var acc4: array<f32, 8>;
-    var acc5: array<f32, 8>;
-    var acc6: array<f32, 8>;
-    var acc7: array<f32, 8>;
     // Groups of 8 rows below m (uniform): a narrow tile skips the rest.
-    let groups = min(8u, (m - row0 + 7u) / 8u);
-    let p_quads = p_len - p_len % 4u;
-    for (var p = 0u; p < p_quads; p += 4u) {
-        let b = b_quad(b_col, p, b_rs);
-        fma_rows(&acc0, a_quad(rows[0], p, a_cs), b);
-        if (groups > 1u) { fma_rows(&acc1, a_quad(rows[1], p, a_cs), b); }
-        if (groups > 2u) { fma_rows(&acc2, a_quad(rows[2], p, a_cs), b); }
-        if (groups > 3u) { fma_rows(&acc3, a_quad(rows[3], p, a_cs), b); }
-        if (groups > 4u) { fma_rows(&acc4, a_quad(rows[4], p, a_cs), b); }
-        if (groups > 5u) { fma_rows(&acc5, a_quad(rows[5], p, a_cs), b); }
-        if (groups > 6u) { fma_rows(&acc6, a_quad(rows[6], p, a_cs), b); }
-        if (groups > 7u) { fma_rows(&acc7, a_quad(rows[7], p, a_cs), b); }
-    }
-    for (var p = p_quads; p < p_len; p++) {
-        let b = b_buf[b_col + p * b_rs];
-        fma_rows1(&acc0, a_buf[rows[0] + p * a_cs], b);
-        if (groups > 1u) { fma_rows1(&acc1, a_buf[rows[1] + p * a_cs], b); }
-        if (groups > 2u) { fma_rows1(&acc2, a_buf[rows[2] + p * a_cs], b); }
-        if (groups > 3u) { fma_rows1(&acc3, a_buf[rows[3] + p * a_cs], b); }
-        if (groups > 4u) { fma_rows1(&acc4, a_buf[rows[4] + p * a_cs], b); }
-        if (groups > 5u) { fma_rows1(&acc5, a_buf[rows[5] + p * a_cs], b); }
-        if (groups > 6u) { fma_rows1(&acc6, a_buf[rows[6] + p * a_cs], b); }
-        if (groups > 7u) { fma_rows1(&acc7, a_buf[rows[7] + p * a_cs], b); }
+    let groups = min(4u, (m - row0 + 7u) / 8u);
+    // Steps of 4 along the contraction; past its end (the last step when
+    // P is not a multiple of 4) both operands read as 0, so that nothing
+    // read there (NaN included) reaches the sums.
+    for (var p = 0u; p < p_len; p += 4u) {
+        let live = vec4(p, p + 1u, p + 2u, p + 3u) < vec4(p_len);
+        let b = select(vec4(0.0), b_quad(b_col, p, b_rs), live);
+        fma_rows(&acc0, select(vec4(0.0), a_quad(rows[0], p, a_cs), live), b);
+        if (groups > 1u) { fma_rows(&acc1, select(vec4(0.0), a_quad(rows[1], p, a_cs), live), b); }
+        if (groups > 2u) { fma_rows(&acc2, select(vec4(0.0), a_quad(rows[2], p, a_cs), live), b); }
+        if (groups > 3u) { fma_rows(&acc3, select(vec4(0.0), a_quad(rows[3], p, a_cs), live), b); }
     }
     if (j < n) {
-        // C is [*batch, M, N_IN], contiguous; or, with C_T, this product
-        // is the transpose of the one asked for (no batch): store C^T.
+        // C is [*batch, M, N_IN], contiguous; or, with x2 set, this product
+        // is the transpose of the one asked for (no batch: the host swapped
+        // the operands of a narrow product, C = A·B with few columns being
+        // computed as Cᵀ = Bᵀ·Aᵀ, whose many columns fill the lanes): store
+        // Cᵀ. A parameter, not an override: one pipeline fewer to compile.
         var out = (z + j / n_in) * m * n_in + j % n_in;
         var row_stride = n_in;
-        if (C_T) {
+        if (params.x2 != 0u) {
             out = j * m;
             row_stride = 1u;
         }
@@ -163,9 +136,5 @@ fn matmul_lanes(@builtin(workgroup_id) wid: vec3<u32>,
         store_rows(&acc1, row0 + 8u, m, out, row_stride);
         store_rows(&acc2, row0 + 16u, m, out, row_stride);
         store_rows(&acc3, row0 + 24u, m, out, row_stride);
-        store_rows(&acc4, row0 + 32u, m, out, row_stride);
-        store_rows(&acc5, row0 + 40u, m, out, row_stride);
-        store_rows(&acc6, row0 + 48u, m, out, row_stride);
-        store_rows(&acc7, row0 + 56u, m, out, row_stride);
     }
 }

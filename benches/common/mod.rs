@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod workloads;
+
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
