@@ -186,61 +186,48 @@ impl Recipe {
             };
             line(&mut w, format!("    {into} += {term};"));
         }
-        line(&mut w, "    for (var k = 0u; k < params.k; k++) {".into());
-        line(&mut w, "        if (live && ALIGNED) {".into());
-        line(
-            &mut w,
-            "            let j = k * (params.n / 4u) + t;".into(),
-        );
-        line(&mut w, "            let g = fused_g[j];".into());
-        for (o, &acc) in accumulate.iter().enumerate() {
-            if aliases[o].is_some() {
-                continue;
+        // The row loop, once per layout: ALIGNED is an override, so the
+        // branch not taken is compiled out (inside the loop, lavapipe would
+        // step through the unaligned path's masked loads on every row).
+        let writes = |index: &str, e: &str| -> String {
+            let mut out = String::new();
+            for (o, &acc) in accumulate.iter().enumerate() {
+                if aliases[o].is_none() {
+                    let old = if acc {
+                        format!("fused_o{o}{index} + ")
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(out, "                fused_o{o}{index} = {old}g * e{o}{e};");
+                }
             }
-            let old = if acc {
-                format!("fused_o{o}[j] + ")
-            } else {
-                String::new()
-            };
-            line(
-                &mut w,
-                format!("            fused_o{o}[j] = {old}g * e{o};"),
-            );
-        }
-        line(&mut w, "        } else if (live) {".into());
-        line(&mut w, "            for (var c = 0u; c < 4u; c++) {".into());
-        line(
-            &mut w,
-            "                if (t * 4u + c < params.n) {".into(),
+            out
+        };
+        let _ = write!(
+            w,
+            "    if (ALIGNED) {{
+        for (var k = 0u; k < params.k; k++) {{
+            if (live) {{
+                let j = k * (params.n / 4u) + t;
+                let g = fused_g[j];
+{}            }}
+            row_sync(k, SYNC_ROWS);
+        }}
+    }} else {{
+        for (var k = 0u; k < params.k; k++) {{
+            for (var c = 0u; c < 4u; c++) {{
+                if (!live || t * 4u + c >= params.n) {{ continue; }}
+                let j = k * params.n + t * 4u + c;
+                let g = fused_g[j / 4u][j % 4u];
+{}            }}
+            row_sync(k, SYNC_ROWS);
+        }}
+    }}
+}}
+",
+            writes("[j]", ""),
+            writes("[j / 4u][j % 4u]", "[c]")
         );
-        line(
-            &mut w,
-            "                    let j = k * params.n + t * 4u + c;".into(),
-        );
-        line(
-            &mut w,
-            "                    let g = fused_g[j / 4u][j % 4u];".into(),
-        );
-        for (o, &acc) in accumulate.iter().enumerate() {
-            if aliases[o].is_some() {
-                continue;
-            }
-            let old = if acc {
-                format!("fused_o{o}[j / 4u][j % 4u] + ")
-            } else {
-                String::new()
-            };
-            line(
-                &mut w,
-                format!("                    fused_o{o}[j / 4u][j % 4u] = {old}g * e{o}[c];"),
-            );
-        }
-        line(&mut w, "                }".into());
-        line(&mut w, "            }".into());
-        line(&mut w, "        }".into());
-        line(&mut w, "        row_sync(k, SYNC_ROWS);".into());
-        line(&mut w, "    }".into());
-        line(&mut w, "}".into());
         w
     }
 
