@@ -63,19 +63,53 @@ fn binary_elem(buf_is_a: bool, i: u32) -> f32 {
     return binary_rhs[o / 4u][o % 4u];
 }
 
-// The four operand values behind output elements 4t..4t+3 (0 past the end).
-fn binary_operands(t: u32) -> array<vec4<f32>, 2> {
-    if (!BCAST) { return array(binary_lhs[t], binary_rhs[t]); }
-    var a = vec4(0.0);
-    var b = vec4(0.0);
+// How an operand broadcast to the output is read (A_MODE, B_MODE; with
+// BCAST). Its size in slot 3 (word 0 for a, 1 for b) is its length for
+// SUFFIX and the number of output elements per value for PREFIX; both are
+// multiples of 4, so four consecutive outputs read one vec4 or one value.
+const SAME: u32 = 0u;     // the output's shape
+const SUFFIX: u32 = 1u;   // the output's trailing axes (a bias row): i % len
+const PREFIX: u32 = 2u;   // the output's leading axes (a column): i / per
+const STRIDED: u32 = 3u;  // anything else: through the strides in slot 1 or 2
+override A_MODE: u32 = STRIDED;
+override B_MODE: u32 = STRIDED;
+
+fn binary_lhs_at(t: u32) -> vec4<f32> {
+    let size = dim(3u, 0u);
+    switch A_MODE {
+        case SAME: { return binary_lhs[t]; }
+        case SUFFIX: { return binary_lhs[t % (size / 4u)]; }
+        case PREFIX: { let o = t * 4u / size; return vec4(binary_lhs[o / 4u][o % 4u]); }
+        default: { return binary_strided(true, t); }
+    }
+}
+
+fn binary_rhs_at(t: u32) -> vec4<f32> {
+    let size = dim(3u, 1u);
+    switch B_MODE {
+        case SAME: { return binary_rhs[t]; }
+        case SUFFIX: { return binary_rhs[t % (size / 4u)]; }
+        case PREFIX: { let o = t * 4u / size; return vec4(binary_rhs[o / 4u][o % 4u]); }
+        default: { return binary_strided(false, t); }
+    }
+}
+
+// Output elements 4t..4t+3 of one operand through its strides (0 past the end).
+fn binary_strided(buf_is_a: bool, t: u32) -> vec4<f32> {
+    var v = vec4(0.0);
     for (var c = 0u; c < 4u; c++) {
         let i = t * 4u + c;
         if (i < params.n) {
-            a[c] = binary_elem(true, i);
-            b[c] = binary_elem(false, i);
+            v[c] = binary_elem(buf_is_a, i);
         }
     }
-    return array(a, b);
+    return v;
+}
+
+// The four operand values behind output elements 4t..4t+3.
+fn binary_operands(t: u32) -> array<vec4<f32>, 2> {
+    if (!BCAST) { return array(binary_lhs[t], binary_rhs[t]); }
+    return array(binary_lhs_at(t), binary_rhs_at(t));
 }
 
 @compute @workgroup_size(WG)

@@ -103,6 +103,16 @@ const BROADCAST: &[(&[usize], &[usize])] = &[
     (&[2, 1, 3, 1, 2, 1], &[1, 4, 1, 3, 1, 2]),
     (&[1000], &[]),
     (&[300, 4], &[4]),
+    // The vectorized read modes of binary.wgsl: a bias row (SUFFIX, with
+    // and without leading 1s, over two axes), a column or a scalar (PREFIX,
+    // over one or two axes), and both at once.
+    (&[3, 8], &[8]),
+    (&[5, 12], &[1, 12]),
+    (&[2, 3, 8], &[3, 8]),
+    (&[8, 4], &[8, 1]),
+    (&[4, 8], &[]),
+    (&[2, 4, 4], &[2, 1, 1]),
+    (&[4, 1], &[1, 8]),
 ];
 
 /// Broadcast gradients are sums of up to `m` = numel(out)/numel(input)

@@ -65,11 +65,44 @@ impl BinaryOp {
 
 /// Parameters for indexing both operands at every output element.
 fn broadcast_params(out: &[usize], a: &[usize], b: &[usize], k: usize) -> Params {
+    let (_, size_a) = read_mode(a, out);
+    let (_, size_b) = read_mode(b, out);
     Params::new(numel(out), k)
         .rank(out.len())
         .slot(0, out)
         .slot(1, &broadcast_strides(a, out))
         .slot(2, &broadcast_strides(b, out))
+        .slot(3, &[size_a, size_b])
+}
+
+/// How `binary.wgsl` reads an operand of shape `x` broadcast to `out`
+/// (`A_MODE`/`B_MODE`), and the size that mode needs: the output's shape
+/// (SAME); its trailing axes with a length that is a multiple of 4 (SUFFIX:
+/// a bias row, read as vec4s at `i % len`); its leading axes, the rest
+/// broadcast over a multiple of 4 elements (PREFIX: a column, one value per
+/// four outputs); otherwise through strides, element by element.
+fn read_mode(x: &[usize], out: &[usize]) -> (f64, usize) {
+    const SAME: f64 = 0.0;
+    const SUFFIX: f64 = 1.0;
+    const PREFIX: f64 = 2.0;
+    const STRIDED: f64 = 3.0;
+    let padded = crate::shape::left_pad(x, out.len());
+    if padded == out {
+        return (SAME, 0);
+    }
+    let len = numel(x);
+    // Leading axes of size 1, then exactly the output's trailing axes.
+    let first = padded.iter().position(|&d| d != 1).unwrap_or(out.len());
+    if padded[first..] == out[first..] && len.is_multiple_of(4) && len > 0 {
+        return (SUFFIX, len);
+    }
+    // The output's leading axes, then axes of size 1.
+    let last = padded.iter().rposition(|&d| d != 1).map_or(0, |p| p + 1);
+    let per: usize = out[last..].iter().product();
+    if padded[..last] == out[..last] && per.is_multiple_of(4) && per > 0 {
+        return (PREFIX, per);
+    }
+    (STRIDED, 0)
 }
 
 fn apply(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
@@ -84,7 +117,12 @@ fn apply(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
     let out = dev.alloc("binary output", n)?;
     let bcast = a.shape() != out_shape.as_slice() || b.shape() != out_shape.as_slice();
     let params = broadcast_params(&out_shape, a.shape(), b.shape(), 1);
-    let constants = [("BINARY_OP", op as u32 as f64), ("BCAST", flag(bcast))];
+    let constants = [
+        ("BINARY_OP", op as u32 as f64),
+        ("BCAST", flag(bcast)),
+        ("A_MODE", read_mode(a.shape(), &out_shape).0),
+        ("B_MODE", read_mode(b.shape(), &out_shape).0),
+    ];
     let buffers = [&out, &*a.inner.data, &*b.inner.data];
     dev.dispatch(
         &FORWARD,
@@ -141,6 +179,8 @@ pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
         let constants = [
             ("BINARY_OP", op as u32 as f64),
             ("BCAST", flag(bcast)),
+            ("A_MODE", read_mode(a, out).0),
+            ("B_MODE", read_mode(b, out).0),
             ("ALIGNED", flag(n.is_multiple_of(4))),
             ("NEED_A", flag(computed[0])),
             ("NEED_B", flag(computed[1])),
