@@ -25,6 +25,10 @@ override A_VEC4: bool = false;
 // B's columns are contiguous and start at multiples of 4 (b_rs = 1: a
 // transposed row-major B, as in dA = G·Bᵀ): read them as vec4s.
 override B_VEC4: bool = false;
+// A's columns are contiguous and start at multiples of 4 (a_rs = 1: a
+// transposed row-major A, as in dB = Aᵀ·G, every weight gradient): lane l
+// reads rows 4l..4l+3 at each of the four steps as vec4s instead.
+override A_ROWS4: bool = false;
 const ROWS: u32 = 32u;
 const COLS: u32 = 64u;
 
@@ -63,6 +67,16 @@ fn fma_rows(acc: ptr<function, array<f32, 8>>, a: vec4<f32>, b: vec4<f32>) {
     (*acc)[5] = fma_quad((*acc)[5], subgroupBroadcast(a, 5u), b);
     (*acc)[6] = fma_quad((*acc)[6], subgroupBroadcast(a, 6u), b);
     (*acc)[7] = fma_quad((*acc)[7], subgroupBroadcast(a, 7u), b);
+}
+
+// A_ROWS4: rows first..first+4 of `acc` from the lane whose four rows at
+// steps p..p+4 are x0..x3 (row first+c is (x0[c], x1[c], x2[c], x3[c])).
+fn fma_four(acc: ptr<function, array<f32, 8>>, first: u32, x0: vec4<f32>, x1: vec4<f32>,
+            x2: vec4<f32>, x3: vec4<f32>, b: vec4<f32>) {
+    (*acc)[first] = fma_quad((*acc)[first], vec4(x0.x, x1.x, x2.x, x3.x), b);
+    (*acc)[first + 1u] = fma_quad((*acc)[first + 1u], vec4(x0.y, x1.y, x2.y, x3.y), b);
+    (*acc)[first + 2u] = fma_quad((*acc)[first + 2u], vec4(x0.z, x1.z, x2.z, x3.z), b);
+    (*acc)[first + 3u] = fma_quad((*acc)[first + 3u], vec4(x0.w, x1.w, x2.w, x3.w), b);
 }
 
 // acc + a·b, in the order of p (so every element sums in the same order).
@@ -115,6 +129,37 @@ fn matmul_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     for (var p = 0u; p < p_len; p += 4u) {
         let live = vec4(p, p + 1u, p + 2u, p + 3u) < vec4(p_len);
         let b = select(vec4(0.0), b_quad(b_col, p, b_rs), live);
+        if (A_ROWS4) {
+            // Rows row0+4l..+3 at steps p..p+3; a step past the end reads 0.
+            let at = a_base + row0 + 4u * (lane % 8u) + p * a_cs;
+            let a0 = a_vec[at / 4u];
+            let a1 = select(vec4(0.0), a_vec[(at + a_cs) / 4u], vec4(live.y));
+            let a2 = select(vec4(0.0), a_vec[(at + 2u * a_cs) / 4u], vec4(live.z));
+            let a3 = select(vec4(0.0), a_vec[(at + 3u * a_cs) / 4u], vec4(live.w));
+            fma_four(&acc0, 0u, subgroupBroadcast(a0, 0u), subgroupBroadcast(a1, 0u),
+                     subgroupBroadcast(a2, 0u), subgroupBroadcast(a3, 0u), b);
+            fma_four(&acc0, 4u, subgroupBroadcast(a0, 1u), subgroupBroadcast(a1, 1u),
+                     subgroupBroadcast(a2, 1u), subgroupBroadcast(a3, 1u), b);
+            if (groups > 1u) {
+                fma_four(&acc1, 0u, subgroupBroadcast(a0, 2u), subgroupBroadcast(a1, 2u),
+                         subgroupBroadcast(a2, 2u), subgroupBroadcast(a3, 2u), b);
+                fma_four(&acc1, 4u, subgroupBroadcast(a0, 3u), subgroupBroadcast(a1, 3u),
+                         subgroupBroadcast(a2, 3u), subgroupBroadcast(a3, 3u), b);
+            }
+            if (groups > 2u) {
+                fma_four(&acc2, 0u, subgroupBroadcast(a0, 4u), subgroupBroadcast(a1, 4u),
+                         subgroupBroadcast(a2, 4u), subgroupBroadcast(a3, 4u), b);
+                fma_four(&acc2, 4u, subgroupBroadcast(a0, 5u), subgroupBroadcast(a1, 5u),
+                         subgroupBroadcast(a2, 5u), subgroupBroadcast(a3, 5u), b);
+            }
+            if (groups > 3u) {
+                fma_four(&acc3, 0u, subgroupBroadcast(a0, 6u), subgroupBroadcast(a1, 6u),
+                         subgroupBroadcast(a2, 6u), subgroupBroadcast(a3, 6u), b);
+                fma_four(&acc3, 4u, subgroupBroadcast(a0, 7u), subgroupBroadcast(a1, 7u),
+                         subgroupBroadcast(a2, 7u), subgroupBroadcast(a3, 7u), b);
+            }
+            continue;
+        }
         fma_rows(&acc0, select(vec4(0.0), a_quad(rows[0], p, a_cs), live), b);
         if (groups > 1u) { fma_rows(&acc1, select(vec4(0.0), a_quad(rows[1], p, a_cs), live), b); }
         if (groups > 2u) { fma_rows(&acc2, select(vec4(0.0), a_quad(rows[2], p, a_cs), live), b); }

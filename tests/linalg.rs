@@ -277,11 +277,20 @@ fn matmul_narrow_products() {
     );
 }
 
-/// A long contraction: the tolerance grows as √P (P = 1000, not a multiple
-/// of 16 nor of 32).
+/// Products of at least 2^22 multiply-adds, where the lanes kernel (CPU
+/// adapters) reads operands as vec4s: A's rows in the forward, B's columns
+/// in dA = G·Bᵀ, the transposed A four rows per vec4 in dB = Aᵀ·G. Row
+/// counts (100, 36) end inside a workgroup's 32 rows; a batched case too.
 #[test]
-fn matmul_long_contraction() {
-    check_all(&[(&[4, 1000], &[1000, 3])], Track::Both);
+fn matmul_large_enough_for_vec4_reads() {
+    check_all(
+        &[
+            (&[128, 256], &[256, 128]),
+            (&[100, 260], &[260, 164]),
+            (&[2, 36, 512], &[2, 512, 128]),
+        ],
+        Track::Both,
+    );
 }
 
 #[test]

@@ -46,6 +46,8 @@ const TILE: usize = 64;
 /// pipeline at its first dispatch and 64 rows took 290 ms against 126, for
 /// each of the kernel's variants: 32 keeps a new model's first step short.
 const LANE_ROWS: usize = 32;
+/// Multiply-adds from which the lanes kernel's vec4 variants are used.
+const VEC4_MIN_MACS: usize = 1 << 22;
 const MAX_GRID: usize = 65535;
 
 pub(crate) const SAVES: &[Saved] = &[Saved::Input(0), Saved::Input(1)];
@@ -199,11 +201,25 @@ fn gemm_launch(
     // rows can be read as vec4s when each starts at a multiple of 4 floats
     // and is contiguous.
     let lanes = dev.lane_gemm();
-    let aligned =
-        a.cs == 1 && a.rs.is_multiple_of(4) && a.batch_strides.iter().all(|s| s.is_multiple_of(4));
-    let b_aligned =
-        b.rs == 1 && b.cs.is_multiple_of(4) && b.batch_strides.iter().all(|s| s.is_multiple_of(4));
-    let lane_constants = [("A_VEC4", flag(aligned)), ("B_VEC4", flag(b_aligned))];
+    // The vec4 variants are compiled only for products large enough to
+    // repay lavapipe's compile at first dispatch (~125 ms per variant):
+    // smaller ones share the generic variant, so a model's first step
+    // compiles fewer pipelines.
+    let big = z * m * n * p >= VEC4_MIN_MACS;
+    let vec4 = |o: &Operand, contiguous: bool, stride: usize| {
+        big && contiguous
+            && stride.is_multiple_of(4)
+            && o.batch_strides.iter().all(|s| s.is_multiple_of(4))
+    };
+    let aligned = vec4(a, a.cs == 1, a.rs);
+    let b_aligned = vec4(b, b.rs == 1, b.cs);
+    // A transposed (its columns contiguous): four rows per vec4 instead.
+    let a_rows4 = !aligned && vec4(a, a.rs == 1, a.cs);
+    let lane_constants = [
+        ("A_VEC4", flag(aligned)),
+        ("B_VEC4", flag(b_aligned)),
+        ("A_ROWS4", flag(a_rows4)),
+    ];
     // One dispatch, unless the batch or the row tiles pass the 65535 limit
     // of a grid dimension: then one per chunk, each told where it starts.
     for z0 in (0..grid_z.max(1)).step_by(MAX_GRID) {
