@@ -17,13 +17,16 @@
 //! ```
 //!
 //! Gradients of inputs that an output does not depend on are zeros (JAX's
-//! convention), not errors.
+//! convention), not errors. [`gradcheck`] checks the gradients of any graph
+//! against finite differences of the function that builds it; its docs say
+//! how to choose the step and tolerance in f32.
 
 mod adapter;
 mod batch;
 mod device;
 mod error;
 mod fusion;
+mod gradcheck;
 mod graph;
 mod kernels;
 mod memory;
@@ -41,6 +44,7 @@ mod vjp;
 pub use adapter::{DeviceOptions, GemmKernel};
 pub use device::Device;
 pub use error::{Error, Result};
+pub use gradcheck::{GradcheckEntry, GradcheckOptions, GradcheckReport, gradcheck};
 pub use ops::layout::concat;
 pub use per_example::{per_example_grad_norms, per_example_grads};
 pub use pool::Stats;
