@@ -77,13 +77,25 @@ impl Device {
         }
     }
 
-    /// A fresh buffer holding `data` (f32 values, or u32 indices).
+    /// A buffer holding `data` (f32 values, or u32 indices): an idle pooled
+    /// buffer no pending command can still read, written through the queue,
+    /// or else a fresh one (so a loop that uploads the same sizes every
+    /// step, labels or indices, stops creating buffers).
     pub(crate) fn upload<T: bytemuck::Pod>(&self, what: &str, data: &[T]) -> Result<Storage> {
         if self.dry.is_some() {
             return self.take(what, size_of_val(data).div_ceil(4), false);
         }
         self.check_alive()?;
-        self.shared.pool.upload(what, bytemuck::cast_slice(data))
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let bindable = bytes.len() as u64 <= self.max_binding();
+        if bindable
+            && !bytes.is_empty()
+            && let Some(s) = self.shared.pool.take_settled(bytes.len() as u64)
+        {
+            self.wgpu_queue().write_buffer(s.buffer(), 0, bytes);
+            return Ok(s);
+        }
+        self.shared.pool.upload(what, bytes)
     }
 
     /// Fails unless a kernel can bind a buffer of `len` f32 values.

@@ -5,8 +5,9 @@
 //! executed) is safe: every dispatch goes through one queue in submission
 //! order, and wgpu inserts a barrier between dispatches that touch the same
 //! storage buffer. Host uploads never write into pooled buffers (they use a
-//! fresh mapped-at-creation buffer), so `queue.write_buffer` reordering cannot
-//! clobber a buffer that a pending dispatch still reads.
+//! fresh mapped-at-creation buffer, or `queue.write_buffer` into an idle
+//! buffer freed before the last submit: see `Pool::take_settled`), so the
+//! write cannot clobber a buffer that a pending dispatch still reads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,7 +104,9 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 pub(crate) struct Pool {
     device: wgpu::Device,
-    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    /// Idle buffers by size class, each with the submit count when it was
+    /// freed (see [`Pool::take_settled`]).
+    free: Mutex<HashMap<u64, Vec<(wgpu::Buffer, u64)>>>,
     pub counters: Counters,
     /// Largest buffer the adapter lets us bind as storage (kernel operands).
     pub max_binding: u64,
@@ -165,7 +168,7 @@ impl Pool {
             if b.is_some() {
                 self.counters.pooled.fetch_sub(class, Ordering::Relaxed);
             }
-            b
+            b.map(|(buffer, _)| buffer)
         };
         let buffer = match reused {
             Some(b) => b,
@@ -173,6 +176,29 @@ impl Pool {
         };
         self.counters.add_live(class);
         Ok(Storage {
+            buffer: Some(buffer),
+            class,
+            home: Home::Pool(self.clone()),
+        })
+    }
+
+    /// An idle buffer of at least `bytes` that no unsubmitted command can
+    /// still read: it was freed before the last submit, so everything that
+    /// used it has been submitted. `queue.write_buffer` into it (which lands
+    /// at the start of the next submit) is then ordered after those uses.
+    /// None when there is no such buffer.
+    pub fn take_settled(self: &Arc<Self>, bytes: u64) -> Option<Storage> {
+        let class = size_class(bytes);
+        let submits = self.counters.submits.load(Ordering::Relaxed);
+        let buffer = {
+            let mut free = self.free.lock().unwrap();
+            let list = free.get_mut(&class)?;
+            let i = list.iter().position(|(_, freed_at)| *freed_at < submits)?;
+            self.counters.pooled.fetch_sub(class, Ordering::Relaxed);
+            list.swap_remove(i).0
+        };
+        self.counters.add_live(class);
+        Some(Storage {
             buffer: Some(buffer),
             class,
             home: Home::Pool(self.clone()),
@@ -258,7 +284,8 @@ impl Pool {
             return; // dropping `buffer` releases it
         }
         self.counters.pooled.fetch_add(class, Ordering::Relaxed);
-        free.entry(class).or_default().push(buffer);
+        let freed_at = self.counters.submits.load(Ordering::Relaxed);
+        free.entry(class).or_default().push((buffer, freed_at));
     }
 }
 
