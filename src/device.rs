@@ -2,6 +2,7 @@
 //! command encoder and the counters. It knows no ops: it owns GPU resources,
 //! records dispatches and counts what was done.
 
+use crate::lock::Recover;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -91,14 +92,11 @@ impl Device {
         let uncaptured = Arc::new(Mutex::new(None));
         let lost_slot = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
-            *lost_slot.lock().unwrap() = Some(format!("{reason:?}: {msg}"));
+            *lost_slot.locked() = Some(format!("{reason:?}: {msg}"));
         });
         let error_slot = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            error_slot
-                .lock()
-                .unwrap()
-                .get_or_insert_with(|| e.to_string());
+            error_slot.locked().get_or_insert_with(|| e.to_string());
         }));
         Ok(Self::build(
             device,
@@ -206,10 +204,10 @@ impl Device {
     /// Fails once the device is lost or wgpu reported an error, so no work
     /// is recorded on a device that can no longer run it.
     pub(crate) fn check_alive(&self) -> Result<()> {
-        if let Some(msg) = self.shared.lost.lock().unwrap().clone() {
+        if let Some(msg) = self.shared.lost.locked().clone() {
             return Err(Error::DeviceLost(msg));
         }
-        if let Some(msg) = self.shared.uncaptured.lock().unwrap().take() {
+        if let Some(msg) = self.shared.uncaptured.locked().take() {
             return Err(Error::Gpu(msg));
         }
         Ok(())
@@ -316,7 +314,7 @@ impl Device {
             return;
         }
         let shared = &*self.shared;
-        let mut pending = shared.pending.lock().unwrap();
+        let mut pending = shared.pending.locked();
         f(pending.get_or_insert_with(|| new_encoder(&shared.device)));
     }
 
@@ -329,7 +327,7 @@ impl Device {
         // Submit while holding the lock: once the encoder is taken, another
         // thread must not record and submit work that depends on it (say, a
         // pooled buffer its dispatches still read) ahead of it.
-        let mut pending = self.shared.pending.lock().unwrap();
+        let mut pending = self.shared.pending.locked();
         if let Some(encoder) = pending.take() {
             self.submit(encoder);
         }

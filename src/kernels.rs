@@ -2,6 +2,7 @@
 //! constants), bind group layouts built in one place, and the parameter block
 //! every kernel reads at binding 0. Kernels know no graph: they get buffers.
 
+use crate::lock::Recover;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -169,7 +170,7 @@ impl KernelCache {
         device: &wgpu::Device,
         bindings: &[(u32, Access)],
     ) -> Arc<wgpu::BindGroupLayout> {
-        let mut layouts = self.layouts.lock().unwrap();
+        let mut layouts = self.layouts.locked();
         layouts
             .entry(bindings.to_vec())
             .or_insert_with(|| {
@@ -219,13 +220,12 @@ impl KernelCache {
             kernel.entry.to_string(),
             constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
         );
-        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+        if let Some(p) = self.pipelines.locked().get(&key) {
             return p.clone();
         }
         let module = self
             .modules
-            .lock()
-            .unwrap()
+            .locked()
             .entry(kernel.module.name.to_string())
             .or_insert_with(|| {
                 Arc::new(device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -253,7 +253,7 @@ impl KernelCache {
                 cache: None,
             }),
         );
-        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        self.pipelines.locked().insert(key, pipeline.clone());
         pipeline
     }
 

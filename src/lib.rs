@@ -21,6 +21,10 @@
 //! against finite differences of the function that builds it; its docs say
 //! how to choose the step and tolerance in f32.
 
+// Library code never unwraps; a poisoned lock is recovered (lock.rs).
+// Tests, benches and examples are separate crates and may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod adapter;
 mod batch;
 mod device;
@@ -29,6 +33,7 @@ mod fusion;
 mod gradcheck;
 mod graph;
 mod kernels;
+mod lock;
 mod memory;
 mod ops;
 mod per_example;

@@ -149,12 +149,12 @@ impl<'a> Run<'a> {
     /// One pass seeded with ones; per parameter `[B, *shape]` (or `[B]`).
     fn grads(&self) -> Result<Vec<Arc<crate::pool::Storage>>> {
         let dev = self.loss.device();
-        let root = self
-            .loss
-            .inner
-            .node
-            .clone()
-            .expect("planned from a tracked loss");
+        let Some(root) = self.loss.inner.node.clone() else {
+            return Err(crate::error::invalid(
+                "per_example_grads",
+                "the loss is not tracked: no parameter reaches it",
+            ));
+        };
         let pass = Pass {
             dev,
             plan: &self.plan,

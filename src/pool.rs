@@ -9,6 +9,7 @@
 //! buffer freed before the last submit: see `Pool::take_settled`), so the
 //! write cannot clobber a buffer that a pending dispatch still reads.
 
+use crate::lock::Recover;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,7 +164,7 @@ impl Pool {
         let class = size_class(bytes);
         // Pop and uncount under one lock, as give_back counts and pushes.
         let reused = {
-            let mut free = self.free.lock().unwrap();
+            let mut free = self.free.locked();
             let b = free.get_mut(&class).and_then(Vec::pop);
             if b.is_some() {
                 self.counters.pooled.fetch_sub(class, Ordering::Relaxed);
@@ -191,7 +192,7 @@ impl Pool {
         let class = size_class(bytes);
         let submits = self.counters.submits.load(Ordering::Relaxed);
         let buffer = {
-            let mut free = self.free.lock().unwrap();
+            let mut free = self.free.locked();
             let list = free.get_mut(&class)?;
             let i = list.iter().position(|(_, freed_at)| *freed_at < submits)?;
             self.counters.pooled.fetch_sub(class, Ordering::Relaxed);
@@ -267,7 +268,7 @@ impl Pool {
 
     /// Drops every idle buffer (memory goes back to the driver).
     pub fn trim(&self) {
-        let mut free = self.free.lock().unwrap();
+        let mut free = self.free.locked();
         free.clear();
         self.counters.pooled.store(0, Ordering::Relaxed);
     }
@@ -278,7 +279,7 @@ impl Pool {
 
     fn give_back(&self, buffer: wgpu::Buffer, class: u64) {
         self.counters.sub_live(class);
-        let mut free = self.free.lock().unwrap();
+        let mut free = self.free.locked();
         let pooled = self.counters.pooled.load(Ordering::Relaxed);
         if pooled + class > self.idle_limit.load(Ordering::Relaxed) {
             return; // dropping `buffer` releases it
@@ -309,9 +310,10 @@ impl Storage {
     /// The buffer. Only real storages are bound or copied: a dry-run device
     /// records no dispatch or copy, so it never asks a virtual one.
     pub fn buffer(&self) -> &wgpu::Buffer {
-        self.buffer
-            .as_ref()
-            .expect("only real storages are bound (dry runs record nothing)")
+        match &self.buffer {
+            Some(buffer) => buffer,
+            None => unreachable!("only real storages are bound (dry runs record nothing)"),
+        }
     }
 
     /// Bytes reserved (the size class).

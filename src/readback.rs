@@ -3,6 +3,7 @@
 //! map. Staging buffers are pooled per device by size class, so a training
 //! loop that reads the same sizes every step creates them once.
 
+use crate::lock::Recover;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -48,7 +49,7 @@ impl StagingPool {
     /// A buffer of at least `bytes` (at most the adapter's largest).
     fn take(&self, dev: &Device, bytes: u64) -> wgpu::Buffer {
         let class = size_class(bytes).min(dev.shared.pool.max_buffer);
-        if let Some(buffer) = self.idle.lock().unwrap().get_mut(&class).and_then(Vec::pop) {
+        if let Some(buffer) = self.idle.locked().get_mut(&class).and_then(Vec::pop) {
             return buffer;
         }
         let counters = &dev.shared.pool.counters;
@@ -62,7 +63,7 @@ impl StagingPool {
     }
 
     fn give_back(&self, buffer: wgpu::Buffer) {
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.idle.locked();
         let held: u64 = idle.values().flatten().map(wgpu::Buffer::size).sum();
         let same = idle.entry(buffer.size()).or_default();
         if same.len() < KEEP_PER_SIZE && held + buffer.size() <= KEEP_BYTES {
@@ -72,7 +73,7 @@ impl StagingPool {
 
     /// Drops every idle staging buffer.
     pub fn trim(&self) {
-        self.idle.lock().unwrap().clear();
+        self.idle.locked().clear();
     }
 }
 
@@ -86,7 +87,7 @@ impl Device {
         let (offsets, bytes) = layout(&lens);
         let staging = self.shared.staging.take(self, bytes);
         // As in `flush`: take, record the copies and submit under one lock.
-        let mut pending = self.shared.pending.lock().unwrap();
+        let mut pending = self.shared.pending.locked();
         let mut encoder = pending
             .take()
             .unwrap_or_else(|| new_encoder(&self.shared.device));

@@ -1,6 +1,7 @@
 //! The `Tensor` handle: shape, GPU buffer, graph node; constructors on
 //! `Device`; readback; gradient slots and `backward`.
 
+use crate::lock::Recover;
 use std::sync::{Arc, Mutex};
 
 use crate::device::Device;
@@ -197,7 +198,7 @@ impl Tensor {
             Some(Node {
                 kind: NodeKind::Leaf { grad },
                 ..
-            }) => grad.lock().unwrap().clone(),
+            }) => grad.locked().clone(),
             _ => None,
         }
     }
@@ -209,7 +210,7 @@ impl Tensor {
             ..
         }) = self.inner.node.as_deref()
         {
-            *grad.lock().unwrap() = None;
+            *grad.locked() = None;
         }
     }
 
@@ -253,7 +254,7 @@ impl Tensor {
             let NodeKind::Leaf { grad } = &leaf.kind else {
                 continue;
             };
-            let mut slot = grad.lock().unwrap();
+            let mut slot = grad.locked();
             let sum = match slot.as_ref() {
                 None => contribution,
                 Some(old) => Arc::new(ops::accumulate::add(

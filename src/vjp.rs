@@ -123,7 +123,9 @@ pub fn jacobian_with(y: &Tensor, x: &Tensor, options: JacobianOptions) -> Result
     if options.chunk_rows == Some(0) {
         return Err(invalid("jacobian", "chunk_rows must be at least 1"));
     }
-    let req = Request::new(&[y], None, &[x])?.expect("one input");
+    let Some(req) = Request::new(&[y], None, &[x])? else {
+        return Err(invalid("jacobian", "there is nothing to differentiate"));
+    };
     let m = y.numel();
     let pass = req.pass();
     // A y that depends on nothing tracked gets all zeros from one pass.
@@ -139,7 +141,9 @@ pub fn jacobian_with(y: &Tensor, x: &Tensor, options: JacobianOptions) -> Result
     } else {
         pass.chunked(m, options.chunk_rows, Seeds::Identity)?
     };
-    let data = grads.into_iter().next().expect("one input");
+    let Some(data) = grads.into_iter().next() else {
+        return Err(invalid("jacobian", "the pass returned no gradient"));
+    };
     Ok(Tensor::from_storage(req.dev, data, shape))
 }
 

@@ -267,14 +267,14 @@ pub(crate) fn record_with_aux(
     if !inputs.iter().any(|t| t.is_tracked()) {
         return Tensor::from_storage(dev, data, shape);
     }
-    let mut aux: Vec<Option<Storage>> = aux.into_iter().map(Some).collect();
+    let aux: Vec<Arc<Storage>> = aux.into_iter().map(Arc::new).collect();
     let saved = op
         .saves()
         .iter()
         .map(|s| match s {
             Saved::Input(i) => inputs[*i].inner.data.clone(),
             Saved::Output => data.clone(),
-            Saved::Aux(i) => Arc::new(aux[*i].take().expect("each aux value saved once")),
+            Saved::Aux(i) => aux[*i].clone(),
         })
         .collect();
     let inputs = inputs
