@@ -4,6 +4,15 @@
 
 const WG: u32 = 256u;
 
+// IEEE classes from the bits: shader compilers may assume that float
+// comparisons never see NaN, so `x != x` is not a reliable test.
+fn is_nan4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4(0x7fffffffu)) > vec4(0x7f800000u);
+}
+fn not_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+}
+
 // Overrides several kernels share (declared once, so that modules composed
 // of several ops' files, the fused adjoints, declare each once):
 // n % 4 == 0: every cotangent row starts on a vec4 boundary.

@@ -32,23 +32,28 @@ var<private> INF_BITS: u32 = 0x7f800000u;
 var<private> NAN_BITS: u32 = 0x7fc00000u;
 
 // tanh saturates to +-1 in f32 beyond |x| = 9; clamping keeps exp-based
-// implementations from computing inf/inf.
-fn tanh_f(x: vec4<f32>) -> vec4<f32> { return tanh(clamp(x, vec4(-15.0), vec4(15.0))); }
+// implementations from computing inf/inf. Clamping would turn NaN into a
+// bound, so NaN is passed through.
+fn tanh_f(x: vec4<f32>) -> vec4<f32> {
+    return select(tanh(clamp(x, vec4(-15.0), vec4(15.0))), x, is_nan4(x));
+}
 fn tanh_d(y: vec4<f32>) -> vec4<f32> { return 1.0 - y * y; }
 
 // 1 / (1 + e^-x): e^-x -> inf gives 0, -> 0 gives 1; no NaN anywhere.
 fn sigmoid_f(x: vec4<f32>) -> vec4<f32> { return 1.0 / (1.0 + exp(-x)); }
 fn sigmoid_d(y: vec4<f32>) -> vec4<f32> { return y * (1.0 - y); }
 
-// d relu = 1 where x > 0 (equivalently y > 0), else 0 (PyTorch's choice at 0).
-fn relu_f(x: vec4<f32>) -> vec4<f32> { return max(x, vec4(0.0)); }
+// d relu = 1 where x > 0 (equivalently y > 0), else 0 (PyTorch's choice at 0,
+// and at NaN: the gradient is 0 there). relu(NaN) is NaN, as in PyTorch
+// (max(NaN, 0) may return either operand).
+fn relu_f(x: vec4<f32>) -> vec4<f32> { return select(max(x, vec4(0.0)), x, is_nan4(x)); }
 fn relu_d(y: vec4<f32>) -> vec4<f32> { return select(vec4(0.0), vec4(1.0), y > vec4(0.0)); }
 
 // d sqrt = 1 / (2 sqrt x) = 0.5 / y.
 fn sqrt_d(y: vec4<f32>) -> vec4<f32> { return 0.5 / y; }
 
-// |x|' = sign(x), 0 at 0 (PyTorch).
-fn abs_d(x: vec4<f32>) -> vec4<f32> { return sign(x); }
+// |x|' = sign(x), 0 at 0 (PyTorch), NaN at NaN.
+fn abs_d(x: vec4<f32>) -> vec4<f32> { return select(sign(x), x, is_nan4(x)); }
 
 // x^p for real p. A negative base needs an integer p (odd p keeps the sign),
 // else NaN as in PyTorch; 0^p is 0 (p > 0), inf (p < 0); x^0 is 1.
