@@ -165,7 +165,7 @@ impl Tape {
                 Node::Binary(pa, pb, op) => {
                     let (pa, pb) = (*pa, *pb);
                     let (ha, hb) = (&self.vals[pa], &self.vals[pb]);
-                    for e in 0..gi.len() {
+                    for (e, &ge) in gi.iter().enumerate() {
                         let (ia, ib) = (
                             bidx(&ha.shape, &out.shape, e),
                             bidx(&hb.shape, &out.shape, e),
@@ -177,8 +177,8 @@ impl Tape {
                             2 => (y, x),
                             _ => (1.0 / y, -x / (y * y)),
                         };
-                        g[pa][ia] += gi[e] * a(da);
-                        g[pb][ib] += gi[e] * a(db);
+                        g[pa][ia] += ge * a(da);
+                        g[pb][ib] += ge * a(db);
                     }
                 }
                 Node::Matmul(x, w) => {
@@ -198,14 +198,14 @@ impl Tape {
                 Node::Reduce(x, axis, kind) => {
                     let hx = &self.vals[*x];
                     let (r, c) = (hx.shape[0], hx.shape[1]);
-                    for e in 0..hx.v.len() {
+                    for (e, &xe) in hx.v.iter().enumerate() {
                         let (row, col) = (e / c, e % c);
                         let o = if *axis == 0 { col } else { row };
                         let n = if *axis == 0 { r } else { c };
                         let w = match kind {
                             0 => 1.0,
                             1 => 1.0 / n as f64,
-                            _ => f64::from(u8::from(hx.v[e] == out.v[o])),
+                            _ => f64::from(u8::from(xe == out.v[o])),
                         };
                         g[*x][e] += gi[o] * w;
                     }
@@ -490,7 +490,8 @@ fn check(p: &Program) -> Result<f64, String> {
             let tol = RTOL * (w.abs() + terms[e]) + 1e-30;
             let err = (gv as f64 - w).abs() / tol;
             worst = worst.max(err);
-            if !(err <= 1.0) {
+            // NaN fails too.
+            if err.is_nan() || err > 1.0 {
                 return Err(format!(
                     "{what}, element {e}: got {gv}, want {w} (tolerance {tol:e}); [{r}, {c}], K = {}, ops {ops:?}",
                     p.k
