@@ -13,8 +13,9 @@
 //! div (by σ(x) + ½) with broadcasting; matmul by a [c, c] input;
 //! sum / mean / max over an axis (kept, then broadcast back by a binary
 //! op); softmax and logsumexp over axis 1; narrow + concat. Kinks (relu,
-//! abs) and ties (max of equal values) stay out: there, finite precision
-//! legitimately picks a side.
+//! abs) stay out: there, finite precision legitimately picks a side. Ties
+//! at a max (equal rows arise, e.g. from a softmax over one column) follow
+//! pullback's convention: the first maximal element takes the gradient.
 //!
 //! Tolerance: a gradient element g may differ from the reference by
 //! 2e-3·(|g| + Σ|terms|), Σ|terms| being the same reverse pass over
@@ -198,16 +199,25 @@ impl Tape {
                 Node::Reduce(x, axis, kind) => {
                     let hx = &self.vals[*x];
                     let (r, c) = (hx.shape[0], hx.shape[1]);
-                    for (e, &xe) in hx.v.iter().enumerate() {
+                    for (e, slot) in g[*x].iter_mut().enumerate() {
                         let (row, col) = (e / c, e % c);
                         let o = if *axis == 0 { col } else { row };
                         let n = if *axis == 0 { r } else { c };
                         let w = match kind {
                             0 => 1.0,
                             1 => 1.0 / n as f64,
-                            _ => f64::from(u8::from(xe == out.v[o])),
+                            // max: all of it to the first maximal element
+                            // (pullback's convention at ties, which equal
+                            // rows, e.g. after a softmax over one column,
+                            // produce).
+                            _ => {
+                                let first = (0..n)
+                                    .map(|t| if *axis == 0 { t * c + col } else { row * c + t })
+                                    .find(|&i| hx.v[i] == out.v[o]);
+                                f64::from(u8::from(first == Some(e)))
+                            }
                         };
-                        g[*x][e] += gi[o] * w;
+                        *slot += gi[o] * w;
                     }
                 }
                 Node::Softmax(x) => {
