@@ -153,7 +153,6 @@ pub(crate) fn find(plan: &Plan, seeds: &HashSet<usize>, max_bindings: usize) -> 
             }
             push_inputs(j, &mut frontier);
         }
-        members.sort_unstable();
         let region = build(plan, &members);
         // Fusing pays where the unfused pass would run at least two
         // kernels: members' adjoints (add and add_scalar pass g on without

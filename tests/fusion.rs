@@ -47,8 +47,7 @@ fn assert_agree(what: &str, fused: &[Vec<f32>], unfused: &[Vec<f32>]) {
 }
 
 fn leaf(dev: &Device, name: &str, n: usize) -> Tensor {
-    let mut r = rng(seed_of(name));
-    ok(dev.tensor(&sample(&mut r, n, Dist::Uniform(-1.0, 1.0)), &[n])).requires_grad()
+    leaf2(dev, name, &[n])
 }
 
 fn rows(dev: &Device, name: &str, k: usize, n: usize) -> Tensor {

@@ -119,7 +119,7 @@ fn gemm(
     }
     let invariant = |o: &Operand| o.batch_strides.iter().all(|&s| s == 0);
     if z > 1 && invariant(a) && (z * n).div_ceil(TILE) <= MAX_GRID {
-        return gemm_dispatch(dev, batch, (m, n, p), a, b, true);
+        return gemm_launch(dev, batch, (m, n, p), a, b, Layout::Folded);
     }
     let stacked = a.cs == 1
         && a.rs == p
@@ -134,9 +134,9 @@ fn gemm(
             batch_strides: vec![],
             ..*b
         };
-        return gemm_dispatch(dev, &[], (z * m, n, p), &rows, &b, false);
+        return gemm_launch(dev, &[], (z * m, n, p), &rows, &b, Layout::Plain);
     }
-    gemm_dispatch(dev, batch, (m, n, p), a, b, false)
+    gemm_launch(dev, batch, (m, n, p), a, b, Layout::Plain)
 }
 
 /// How a launch lays out C: `[*batch, m, n]`, with the batch folded into
@@ -153,20 +153,7 @@ enum Layout {
 /// K-batched cotangent of a vector output).
 const NARROW: usize = 16;
 
-/// One GEMM launch (split past the grid limits); `fold`: the batch is
-/// folded into the columns (A's batch strides are all 0).
-fn gemm_dispatch(
-    dev: &Device,
-    batch: &[usize],
-    mnp: (usize, usize, usize),
-    a: &Operand,
-    b: &Operand,
-    fold: bool,
-) -> Result<Storage> {
-    let layout = if fold { Layout::Folded } else { Layout::Plain };
-    gemm_launch(dev, batch, mnp, a, b, layout)
-}
-
+/// One GEMM launch (split past the grid limits), C laid out as `layout` says.
 fn gemm_launch(
     dev: &Device,
     batch: &[usize],
