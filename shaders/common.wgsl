@@ -13,6 +13,47 @@ fn not_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
+// Not constants, so that no compiler folds infinities or NaN at build time.
+var<private> INF_BITS: u32 = 0x7f800000u;
+var<private> NAN_BITS: u32 = 0x7fc00000u;
+
+// x^p for real p. A negative base needs an integer p (odd p keeps the sign),
+// else NaN as in PyTorch; 0^p is 0 (p > 0), inf (p < 0); x^0 is 1.
+fn pow_real(x: f32, p: f32) -> f32 {
+    if (p == 0.0) { return 1.0; }
+    if (x == 0.0) { return select(bitcast<f32>(INF_BITS), 0.0, p > 0.0); }
+    let mag = exp2(p * log2(abs(x)));
+    if (x > 0.0) { return mag; }
+    if (fract(p) != 0.0) { return bitcast<f32>(NAN_BITS); }
+    return select(mag, -mag, abs(p) % 2.0 == 1.0);
+}
+
+// 1.0, read from the parameter block (x2 holds its bits, in
+// the kernels that call this) so that the shader
+// compiler cannot see it. Compilers that treat float math as reassociable
+// (Mesa does for SPIR-V, which naga emits without NoContraction) otherwise
+// fold Kahan's compensation ((s + y) - s) - y to 0, leaving a plain sum.
+fn opaque_one() -> f32 {
+    return bitcast<f32>(params.x2);
+}
+
+// One Kahan step: adds `x` to sc = (sum, compensation). Once the sum is
+// infinite the compensation would be inf - inf = NaN and poison a sum that
+// IEEE says is infinite: it is dropped then (a NaN input still makes the
+// sum NaN).
+fn kahan_add(sc: vec2<f32>, x: f32, one: f32) -> vec2<f32> {
+    let y = x - sc.y;
+    let t = sc.x + y;
+    let c = (t * one - sc.x) - y;
+    return vec2(t, select(c, 0.0, not_finite(c)));
+}
+
+// llvmpipe (lavapipe) silently stops an invocation's loops after 65535
+// iterations in all (gallivm's guard against endless loops; nesting does
+// not help): one invocation must not loop over more than that. Kernels
+// that walk a long axis split it into pieces of at most LOOP_PIECE.
+const LOOP_PIECE: u32 = 32768u;
+
 // Overrides several kernels share (declared once, so that modules composed
 // of several ops' files, the fused adjoints, declare each once):
 // n % 4 == 0: every cotangent row starts on a vec4 boundary.

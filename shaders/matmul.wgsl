@@ -6,7 +6,8 @@
 // invocation a 4×4 block of it, stepping through P 32 at a time with both
 // operand tiles staged in workgroup memory (DEPTH 32 measured faster than 16
 // on lavapipe: half the barriers).
-// Slot 0: M, N, P, a_rs, a_cs, b_rs. Slot 1: b_cs, N_IN. rank = batch rank.
+// Slot 0: M, N, P, a_rs, a_cs, b_rs. Slot 1: b_cs, N_IN, A's and B's
+// offsets (a piece of a long contraction; see gemm_launch). rank = batch rank.
 // x0, x1: first batch entry and first row tile of this dispatch.
 //
 // Folded batches: when A is the same matrix in every batch entry, the host
@@ -39,7 +40,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     // x0, x1: where this dispatch starts, in batch entries and row tiles
     // (the host splits grids past 65535 per dimension into several).
     let z = params.x0 + wid.z;
-    let a_base = strided_offset(z, 2u, 3u);
+    let a_base = strided_offset(z, 2u, 3u) + dim(1u, 2u);
     let row0 = (params.x1 + wid.y) * TILE;
     let col0 = wid.x * TILE;
     let tx = lid.x % 16u;
@@ -50,7 +51,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     let b_live = bj < n;
     var b_col = 0u;
     if (b_live) {
-        b_col = strided_offset(z + bj / n_in, 2u, 4u) + (bj % n_in) * b_cs;
+        b_col = strided_offset(z + bj / n_in, 2u, 4u) + (bj % n_in) * b_cs + dim(1u, 3u);
     }
     var acc = array<vec4<f32>, 4>(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
     for (var p0 = 0u; p0 < p_len; p0 += DEPTH) {

@@ -111,8 +111,8 @@ fn matmul_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     // Columns and rows past the edge compute on clamped indices (no
     // divergent branches in the loop) and are not stored.
     let jc = min(j, n - 1u);
-    let b_col = strided_offset(z + jc / n_in, 2u, 4u) + (jc % n_in) * b_cs;
-    let a_base = strided_offset(z, 2u, 3u);
+    let b_col = strided_offset(z + jc / n_in, 2u, 4u) + (jc % n_in) * b_cs + dim(1u, 3u);
+    let a_base = strided_offset(z, 2u, 3u) + dim(1u, 2u);
     var rows: array<u32, 4>;
     for (var g = 0u; g < 4u; g++) {
         rows[g] = a_base + min(row0 + g * 8u + lane % 8u, m - 1u) * a_rs;

@@ -13,24 +13,6 @@
 
 var<workgroup> partial: array<f32, WG>;
 
-// 1.0, read from the parameter block (x2 holds its bits) so that the shader
-// compiler cannot see it. Compilers that treat float math as reassociable
-// (Mesa does for SPIR-V, which naga emits without NoContraction) otherwise
-// fold Kahan's compensation ((s + y) - s) - y to 0, leaving a plain sum.
-fn opaque_one() -> f32 {
-    return bitcast<f32>(params.x2);
-}
-
-// One Kahan step: adds `x` to sc = (sum, compensation). Once the sum is
-// infinite the compensation would be inf - inf = NaN and poison a sum that
-// IEEE says is infinite: it is dropped then (a NaN input still makes the
-// sum NaN).
-fn kahan_add(sc: vec2<f32>, x: f32, one: f32) -> vec2<f32> {
-    let y = x - sc.y;
-    let t = sc.x + y;
-    let c = (t * one - sc.x) - y;
-    return vec2(t, select(c, 0.0, not_finite(c)));
-}
 
 fn base_offset(o: u32) -> u32 {
     return (o / params.n) * params.x1 + strided_offset(o % params.n, 0u, 1u);

@@ -22,14 +22,21 @@ const ABS: u32 = 10u;
 const POWF: u32 = 11u;
 const ADD_SCALAR: u32 = 12u;
 const MUL_SCALAR: u32 = 13u;
+const GELU: u32 = 14u;
+const GELU_TANH: u32 = 15u;
+const SILU: u32 = 16u;
+const SOFTPLUS: u32 = 17u;
+const LOG1P: u32 = 18u;
+const EXPM1: u32 = 19u;
+const RSQRT: u32 = 20u;
+const LEAKY_RELU: u32 = 21u;
+const ELU: u32 = 22u;
+const CLAMP_MIN: u32 = 23u;
+const CLAMP_MAX: u32 = 24u;
 
 @group(0) @binding(1) var<storage, read> unary_src: array<vec4<f32>>;        // x, or g [K, n]
 @group(0) @binding(2) var<storage, read_write> unary_dst: array<vec4<f32>>;  // y, or out [K, n]
 @group(0) @binding(3) var<storage, read> unary_saved: array<vec4<f32>>;      // x or y, as saved
-
-// Not constants, so that no compiler folds infinities or NaN at build time.
-var<private> INF_BITS: u32 = 0x7f800000u;
-var<private> NAN_BITS: u32 = 0x7fc00000u;
 
 // tanh saturates to +-1 in f32 beyond |x| = 9; clamping keeps exp-based
 // implementations from computing inf/inf. Clamping would turn NaN into a
@@ -55,21 +62,110 @@ fn sqrt_d(y: vec4<f32>) -> vec4<f32> { return 0.5 / y; }
 // |x|' = sign(x), 0 at 0 (PyTorch), NaN at NaN.
 fn abs_d(x: vec4<f32>) -> vec4<f32> { return select(sign(x), x, is_nan4(x)); }
 
-// x^p for real p. A negative base needs an integer p (odd p keeps the sign),
-// else NaN as in PyTorch; 0^p is 0 (p > 0), inf (p < 0); x^0 is 1.
-fn pow_real(x: f32, p: f32) -> f32 {
-    if (p == 0.0) { return 1.0; }
-    if (x == 0.0) { return select(bitcast<f32>(INF_BITS), 0.0, p > 0.0); }
-    let mag = exp2(p * log2(abs(x)));
-    if (x > 0.0) { return mag; }
-    if (fract(p) != 0.0) { return bitcast<f32>(NAN_BITS); }
-    return select(mag, -mag, abs(p) % 2.0 == 1.0);
-}
 fn powf_f(x: vec4<f32>, p: f32) -> vec4<f32> {
     return vec4(pow_real(x.x, p), pow_real(x.y, p), pow_real(x.z, p), pow_real(x.w, p));
 }
 // d x^p = p x^(p-1).
 fn powf_d(x: vec4<f32>, p: f32) -> vec4<f32> { return p * powf_f(x, p - 1.0); }
+
+// erfc(z) for z >= 0 with relative error < 1.2e-7 everywhere (Numerical
+// Recipes' Chebyshev fit `erfcc`): relative accuracy in the tail is what
+// gelu needs at large negative x, where 1 + erf is tiny.
+fn erfc_pos(z: vec4<f32>) -> vec4<f32> {
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+        t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+        t * (-0.82215223 + t * 0.17087277))))))));
+    return t * exp(-z * z + poly);
+}
+// Φ(x) = (1 + erf(x/√2)) / 2, the standard normal CDF, accurate in both tails.
+fn normal_cdf(x: vec4<f32>) -> vec4<f32> {
+    let e = erfc_pos(abs(x) * 0.70710678);
+    return 0.5 * select(2.0 - e, e, x < vec4(0.0));
+}
+// gelu(x) = x·Φ(x); gelu' = Φ(x) + x·φ(x), φ the normal density.
+fn gelu_d(x: vec4<f32>) -> vec4<f32> {
+    return normal_cdf(x) + x * 0.39894228 * exp(-0.5 * x * x);
+}
+// The tanh form: x/2·(1 + tanh u), u = √(2/π)(x + 0.044715x³). With
+// e = e^(−2|u|): 1 + tanh u is 2/(1 + e) for u >= 0 and 2e/(1 + e) below,
+// and 1 − tanh² u = 4e/(1 + e)², both without the cancellation of 1 ± t
+// when t is near ∓1 (the negative tail, and the derivative's second term).
+fn gelu_tanh_u(x: vec4<f32>) -> vec4<f32> { return 0.79788456 * (x + 0.044715 * x * x * x); }
+fn gelu_tanh_half_1pt(u: vec4<f32>, e: vec4<f32>) -> vec4<f32> {
+    return select(e, vec4(1.0), u >= vec4(0.0)) / (1.0 + e);
+}
+fn gelu_tanh_f(x: vec4<f32>) -> vec4<f32> {
+    let u = gelu_tanh_u(x);
+    return x * gelu_tanh_half_1pt(u, exp(-2.0 * abs(u)));
+}
+fn gelu_tanh_d(x: vec4<f32>) -> vec4<f32> {
+    let u = gelu_tanh_u(x);
+    let e = exp(-2.0 * abs(u));
+    let sech2 = 4.0 * e / ((1.0 + e) * (1.0 + e));
+    return gelu_tanh_half_1pt(u, e) + 0.5 * x * sech2 * 0.79788456 * (1.0 + 0.134145 * x * x);
+}
+// silu(x) = x·σ(x); silu' = σ(x)·(1 + x·(1 − σ(x))).
+fn silu_d(x: vec4<f32>) -> vec4<f32> {
+    let s = sigmoid_f(x);
+    return s * (1.0 + x * (1.0 - s));
+}
+// log(1 + eˣ) = max(x, 0) + log1p(e^-|x|): no overflow, exact tails;
+// its derivative is σ(x).
+fn softplus_f(x: vec4<f32>) -> vec4<f32> {
+    return select(max(x, vec4(0.0)) + log1p_f(exp(-abs(x))), x, is_nan4(x));
+}
+// log(1 + x) without losing x's digits near 0. The classic trick,
+// log(u)·x/(u − 1) with u = 1 + x, needs a log accurate to an ULP near 1,
+// which Vulkan does not promise (2^-21 absolute) and lavapipe's is not; so
+// for |x| < 1/2 the series log1p(x) = 2·atanh(s) = 2s·Σ s^2k/(2k+1) with
+// s = x/(2 + x), |s| <= 1/3: nine terms reach 0.111^9/19 < 1e-10.
+// Beyond, 1 + x keeps x's digits and log is accurate relatively.
+fn log1p_f(x: vec4<f32>) -> vec4<f32> {
+    let s = x / (2.0 + x);
+    let s2 = s * s;
+    var sum = vec4(1.0 / 17.0);
+    sum = 1.0 / 15.0 + s2 * sum;
+    sum = 1.0 / 13.0 + s2 * sum;
+    sum = 1.0 / 11.0 + s2 * sum;
+    sum = 1.0 / 9.0 + s2 * sum;
+    sum = 1.0 / 7.0 + s2 * sum;
+    sum = 1.0 / 5.0 + s2 * sum;
+    sum = 1.0 / 3.0 + s2 * sum;
+    sum = 1.0 + s2 * sum;
+    return select(log(1.0 + x), 2.0 * s * sum, abs(x) < vec4(0.5));
+}
+// eˣ − 1 likewise: for |x| < 1/2 the Taylor series to x^11/11! (Horner:
+// x(1 + x/2(1 + x/3(…)))), whose remainder is under 1e-10 relatively;
+// beyond, eˣ − 1 cancels at most one bit.
+fn expm1_f(x: vec4<f32>) -> vec4<f32> {
+    var t = vec4(1.0);
+    for (var k = 11.0; k >= 2.0; k -= 1.0) {
+        t = 1.0 + x / k * t;
+    }
+    return select(exp(x) - 1.0, x * t, abs(x) < vec4(0.5));
+}
+// leaky_relu' = 1 for x > 0, the slope for x <= 0 (PyTorch's choice at 0).
+fn leaky_relu_f(x: vec4<f32>, slope: f32) -> vec4<f32> { return select(slope * x, x, x > vec4(0.0)); }
+fn leaky_relu_d(x: vec4<f32>, slope: f32) -> vec4<f32> {
+    return select(select(vec4(slope), vec4(1.0), x > vec4(0.0)), x, is_nan4(x));
+}
+// elu = x for x > 0, α(eˣ − 1) else; elu' = 1 for x > 0, α·eˣ else (α at 0).
+fn elu_f(x: vec4<f32>, alpha: f32) -> vec4<f32> { return select(alpha * expm1_f(x), x, x > vec4(0.0)); }
+fn elu_d(x: vec4<f32>, alpha: f32) -> vec4<f32> {
+    return select(select(alpha * exp(x), vec4(1.0), x > vec4(0.0)), x, is_nan4(x));
+}
+// clamp_min(x, m) = max(x, m), clamp_max(x, m) = min(x, m), NaN kept. The
+// derivative is 1 inside the bound, the bound included (PyTorch's clamp
+// passes the gradient at x == min and x == max), and NaN at NaN.
+fn clamp_min_f(x: vec4<f32>, m: f32) -> vec4<f32> { return select(max(x, vec4(m)), x, is_nan4(x)); }
+fn clamp_max_f(x: vec4<f32>, m: f32) -> vec4<f32> { return select(min(x, vec4(m)), x, is_nan4(x)); }
+fn clamp_min_d(x: vec4<f32>, m: f32) -> vec4<f32> {
+    return select(select(vec4(0.0), vec4(1.0), x >= vec4(m)), x, is_nan4(x));
+}
+fn clamp_max_d(x: vec4<f32>, m: f32) -> vec4<f32> {
+    return select(select(vec4(0.0), vec4(1.0), x <= vec4(m)), x, is_nan4(x));
+}
 
 fn unary_f(op: u32, x: vec4<f32>, p: f32) -> vec4<f32> {
     switch op {
@@ -87,12 +183,23 @@ fn unary_f(op: u32, x: vec4<f32>, p: f32) -> vec4<f32> {
         case POWF: { return powf_f(x, p); }
         case ADD_SCALAR: { return x + p; }
         case MUL_SCALAR: { return x * p; }
+        case GELU: { return x * normal_cdf(x); }
+        case GELU_TANH: { return gelu_tanh_f(x); }
+        case SILU: { return x * sigmoid_f(x); }
+        case SOFTPLUS: { return softplus_f(x); }
+        case LOG1P: { return log1p_f(x); }
+        case EXPM1: { return expm1_f(x); }
+        case RSQRT: { return inverseSqrt(x); }
+        case LEAKY_RELU: { return leaky_relu_f(x, p); }
+        case ELU: { return elu_f(x, p); }
+        case CLAMP_MIN: { return clamp_min_f(x, p); }
+        case CLAMP_MAX: { return clamp_max_f(x, p); }
         default: { return x; }
     }
 }
 
-// f' from the saved value s: the input for log, sin, cos, square, abs, powf;
-// the output for exp, tanh, sigmoid, relu, sqrt; unused otherwise.
+// f' from the saved value s: the output for exp, tanh, sigmoid, relu, sqrt,
+// expm1, rsqrt; unused for neg and the scalar ops; the input otherwise.
 fn unary_d(op: u32, s: vec4<f32>, p: f32) -> vec4<f32> {
     switch op {
         case NEG: { return vec4(-1.0); }
@@ -109,6 +216,17 @@ fn unary_d(op: u32, s: vec4<f32>, p: f32) -> vec4<f32> {
         case POWF: { return powf_d(s, p); }
         case ADD_SCALAR: { return vec4(1.0); }
         case MUL_SCALAR: { return vec4(p); }
+        case GELU: { return gelu_d(s); }
+        case GELU_TANH: { return gelu_tanh_d(s); }
+        case SILU: { return silu_d(s); }
+        case SOFTPLUS: { return sigmoid_f(s); }
+        case LOG1P: { return 1.0 / (1.0 + s); }
+        case EXPM1: { return s + 1.0; }
+        case RSQRT: { return -0.5 * s * s * s; }
+        case LEAKY_RELU: { return leaky_relu_d(s, p); }
+        case ELU: { return elu_d(s, p); }
+        case CLAMP_MIN: { return clamp_min_d(s, p); }
+        case CLAMP_MAX: { return clamp_max_d(s, p); }
         default: { return vec4(0.0); }
     }
 }

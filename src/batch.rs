@@ -87,10 +87,20 @@ impl Pass<'_> {
         Plan::working_bytes(self.dev, |dry| self.run(dry, c, seeds))
     }
 
+    /// Rows one pass may take: adjoint kernels loop over the rows (up to 4
+    /// iterations each), and where the driver bounds an invocation's loops
+    /// (lavapipe, see `Device::loop_limit`) a pass stays within a quarter
+    /// of the bound.
+    fn row_cap(&self) -> usize {
+        self.dev.loop_limit().map_or(usize::MAX, |l| (l / 4).max(1))
+    }
+
     /// Whether a chunk of `c` rows fits the limits and the budget.
     pub fn chunk_fits(&self, c: usize, seeds: Seeds) -> bool {
-        self.chunk_bytes(c, seeds)
-            .is_ok_and(|b| self.dev.memory_budget().is_none_or(|budget| b <= budget))
+        c <= self.row_cap()
+            && self
+                .chunk_bytes(c, seeds)
+                .is_ok_and(|b| self.dev.memory_budget().is_none_or(|budget| b <= budget))
     }
 
     /// The largest chunk of rows (at most `k`) that fits; an error saying
@@ -104,7 +114,7 @@ impl Pass<'_> {
             });
         }
         // Working memory grows with the rows: bisect for the largest fit.
-        let (mut lo, mut hi) = (1, k);
+        let (mut lo, mut hi) = (1, k.min(self.row_cap()));
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
             if self.chunk_fits(mid, seeds) {

@@ -55,6 +55,18 @@ impl std::fmt::Debug for Device {
 }
 
 impl Device {
+    /// Poisons every lock the device holds (tests of lock recovery).
+    #[cfg(test)]
+    pub(crate) fn poison_every_lock(&self) {
+        let s = &self.shared;
+        s.kernels.poison_locks();
+        s.pool.poison_locks();
+        s.staging.poison_locks();
+        crate::lock::poison(&s.pending);
+        crate::lock::poison(&s.lost);
+        crate::lock::poison(&s.uncaptured);
+    }
+
     /// Picks the best adapter (discrete > integrated > software; override
     /// with `PULLBACK_ADAPTER`) and creates a device on it, with the
     /// settings the environment names (`PULLBACK_GEMM`, `PULLBACK_FUSION`:
@@ -273,6 +285,28 @@ impl Device {
     fn sync_rows(&self, k: usize) -> f64 {
         let cpu = self.shared.info.device_type == wgpu::DeviceType::Cpu;
         if cpu && k > 1 { 8.0 } else { 0.0 }
+    }
+
+    /// Compiles `kernel` now (no constants) under error scopes: Err with
+    /// wgpu's message when the driver refuses it, and nothing is cached.
+    pub(crate) fn compile_checked(&self, kernel: &Kernel) -> std::result::Result<(), String> {
+        let shared = &*self.shared;
+        let internal = shared.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = shared
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        shared.kernels.pipeline(&shared.device, kernel, &[]);
+        let errors = [
+            pollster::block_on(validation.pop()),
+            pollster::block_on(internal.pop()),
+        ];
+        match errors.into_iter().flatten().next() {
+            Some(e) => {
+                shared.kernels.forget(kernel.module.name);
+                Err(e.to_string())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Records one dispatch of an explicit (x, y, z) grid of workgroups.

@@ -14,46 +14,96 @@ pub enum Error {
     NoAdapter,
     /// `PULLBACK_ADAPTER` (or the options) asked for an adapter that is not present.
     AdapterNotFound {
+        /// The requested name substring (or `software`).
         wanted: String,
+        /// Every compute-capable adapter found, as `name (backend, type)`.
         available: Vec<String>,
     },
     /// The adapter refused to create a device.
     RequestDevice(String),
     /// Two operands' shapes cannot be combined (binary ops, matmul, concat, ...).
     ShapeMismatch {
+        /// The op that refused them.
         op: &'static str,
+        /// The first operand's shape.
         lhs: Vec<usize>,
+        /// The second operand's shape.
         rhs: Vec<usize>,
     },
     /// A shape, axis or argument is invalid on its own (rank too high, axis out of range, ...).
-    InvalidArgument { op: &'static str, reason: String },
+    InvalidArgument {
+        /// The op (or function) that refused it.
+        op: &'static str,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
     /// Host data whose length does not match the requested shape.
-    DataLength { expected: usize, got: usize },
+    DataLength {
+        /// The product of the shape's dimensions.
+        expected: usize,
+        /// The number of values given.
+        got: usize,
+    },
     /// A cotangent whose shape is not the one its output needs.
     CotangentShape {
+        /// Position of the cotangent (and its output) in the call.
         index: usize,
+        /// The output's shape, with the leading K for `vjp_batched`.
         expected: Vec<usize>,
+        /// The cotangent's shape.
         got: Vec<usize>,
     },
     /// A different number of cotangents than outputs.
-    CotangentCount { outputs: usize, cotangents: usize },
+    CotangentCount {
+        /// Outputs given.
+        outputs: usize,
+        /// Cotangents given.
+        cotangents: usize,
+    },
     /// `backward()` on an output with more than one element.
-    NonScalarBackward { shape: Vec<usize> },
+    NonScalarBackward {
+        /// The output's shape.
+        shape: Vec<usize>,
+    },
     /// A tensor that gradients were asked for (or backward started from) is not tracked.
-    NotTracked { what: String },
+    NotTracked {
+        /// Which tensor: its role in the call and its position.
+        what: String,
+    },
     /// Tensors from two different `Device`s were combined.
     DeviceMismatch,
     /// A buffer larger than the adapter allows.
     TooLarge {
+        /// What the buffer would hold.
         what: String,
+        /// Bytes it needs.
         bytes: u64,
+        /// The adapter's limit that applies (binding or buffer size).
         limit: u64,
     },
     /// Not even one cotangent row of a pass fits the device's memory budget
     /// ([`crate::Device::set_memory_budget`]).
-    MemoryBudget { row_bytes: u64, budget: u64 },
+    MemoryBudget {
+        /// Working bytes of a one-row chunk of the pass.
+        row_bytes: u64,
+        /// The budget in force.
+        budget: u64,
+    },
     /// A graph that mixes examples was given to a per-example computation.
-    MixesExamples { op: &'static str, reason: String },
+    MixesExamples {
+        /// The op whose use mixes rows of the example axis.
+        op: &'static str,
+        /// How it mixes them.
+        reason: String,
+    },
+    /// A custom op's WGSL failed to parse or validate, breaks the binding
+    /// conventions of [`crate::CustomOp`], or the driver refused it.
+    Wgsl {
+        /// The custom op's name.
+        op: String,
+        /// naga's (or wgpu's) message, with the source line where known.
+        message: String,
+    },
     /// The GPU device was lost (driver reset, unplugged, destroyed).
     DeviceLost(String),
     /// The GPU ran out of memory or reported an error for an operation.
@@ -148,6 +198,11 @@ impl fmt::Display for Error {
             Error::DeviceLost(msg) => write!(
                 f,
                 "the GPU device was lost ({msg}); create a new Device and rebuild the tensors"
+            ),
+            Error::Wgsl { op, message } => write!(
+                f,
+                "custom op `{op}`: {message}\n(entry points, bindings and the prelude a kernel \
+                 may use are documented on pullback::CustomOp)"
             ),
             Error::Gpu(msg) => write!(
                 f,

@@ -47,6 +47,8 @@ pub(crate) const MATMUL: Module = module!("matmul");
 /// Needs `Features::SUBGROUP`: created only on devices that have it.
 pub(crate) const MATMUL_LANES: Module = module!("matmul_lanes");
 pub(crate) const INDEX: Module = module!("index");
+pub(crate) const SCAN: Module = module!("scan");
+pub(crate) const UNFOLD: Module = module!("unfold");
 
 /// Every module, for validation.
 #[cfg(test)]
@@ -61,6 +63,8 @@ pub(crate) const MODULES: &[&Module<'static>] = &[
     &MATMUL,
     &MATMUL_LANES,
     &INDEX,
+    &SCAN,
+    &UNFOLD,
 ];
 
 /// An entry point of a module and the storage bindings it uses
@@ -129,6 +133,12 @@ impl Params {
         self.words[3] = s.to_bits();
         self
     }
+    /// Word `i` of the block, whatever it means to the kernel (custom ops'
+    /// `PbParams`, `shaders/custom/prelude.wgsl`).
+    pub fn word(mut self, i: usize, v: u32) -> Self {
+        self.words[i] = v;
+        self
+    }
     /// Extra scalar words `x0..x3` (word 4 + i).
     pub fn extra(mut self, i: usize, v: usize) -> Self {
         self.words[4 + i] = v as u32;
@@ -164,6 +174,19 @@ pub(crate) struct KernelCache {
 }
 
 impl KernelCache {
+    #[cfg(test)]
+    pub fn poison_locks(&self) {
+        crate::lock::poison(&self.modules);
+        crate::lock::poison(&self.layouts);
+        crate::lock::poison(&self.pipelines);
+    }
+
+    /// Drops a module and its pipelines (one the driver refused).
+    pub fn forget(&self, module: &str) {
+        self.modules.locked().remove(module);
+        self.pipelines.locked().retain(|key, _| key.0 != module);
+    }
+
     /// The bind group layout for a binding list: the only place layouts are made.
     pub fn layout(
         &self,

@@ -1,18 +1,48 @@
 //! pullback: batched vector-Jacobian products on the GPU, through wgpu.
 //!
-//! Every forward op is a WGSL compute kernel; every op's adjoint kernel
-//! takes a batch of K cotangents in one dispatch. A backward pass prunes the
-//! graph to what the requested inputs need, frees each cotangent after its
-//! last use and submits once.
+//! For `y = f(x)` with Jacobian `J = ∂y/∂x`, a vector-Jacobian product
+//! (VJP) is `vᵀJ` for a cotangent `v` of `y`'s shape: what reverse-mode
+//! differentiation computes, without ever forming `J`. Every forward op is
+//! a WGSL compute kernel; every op's adjoint kernel takes a batch of K
+//! cotangents in one dispatch. A backward pass prunes the graph to what the
+//! requested inputs need, frees each cotangent after its last use and
+//! submits once.
 //!
-//! ```no_run
-//! use pullback::{Device, Tensor};
+//! The seed example: `y = x·x` at `x = [2, 3]`, so `J = diag(2x)` and with
+//! `v = [1, 1]` the gradient is `vᵀJ = [4, 6]`.
+//!
+//! ```
+//! use pullback::Device;
 //! # fn main() -> pullback::Result<()> {
-//! let dev = Device::new()?;
+//! let dev = Device::new()?; // the best adapter; PULLBACK_ADAPTER overrides
 //! let x = dev.tensor(&[2.0, 3.0], &[2])?.requires_grad();
 //! let y = x.mul(&x)?;
-//! y.backward_with(&dev.tensor(&[1.0, 1.0], &[2])?)?;
-//! assert_eq!(x.grad().unwrap().to_vec()?, vec![4.0, 6.0]);
+//! y.backward_with(&dev.tensor(&[1.0, 1.0], &[2])?)?; // accumulates into x.grad
+//! let grad = x.grad().expect("x is a leaf that y depends on");
+//! assert_eq!(grad.to_vec()?, vec![4.0, 6.0]);
+//! # Ok(()) }
+//! ```
+//!
+//! Batched: [`vjp_batched`] takes K cotangents stacked on a leading axis,
+//! `v` of shape `[K, *y.shape]`, and returns `[K, *x.shape]` whose row k is
+//! `v[k]ᵀJ`, in one pass over the graph and one submit, whatever K is. For
+//! `y = W·x` the Jacobian is `W`, so the rows of the identity give W's rows:
+//!
+//! ```
+//! use pullback::{Device, vjp_batched};
+//! # fn main() -> pullback::Result<()> {
+//! let dev = Device::new()?;
+//! let w = dev.tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2])?; // a constant
+//! let x = dev.tensor(&[0.5, -1.0], &[2, 1])?.requires_grad();
+//! let y = w.matmul(&x)?; // [2, 1]
+//!
+//! // K = 3 cotangents [3, 2, 1]: e₀, e₁ and e₀ + e₁.
+//! let v = dev.tensor(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2, 1])?;
+//! let before = dev.stats().submits;
+//! let g = vjp_batched(&[&y], &[&v], &[&x])?;
+//! assert_eq!(dev.stats().submits - before, 1); // one pass for all K rows
+//! assert_eq!(g[0].shape(), &[3, 2, 1]);
+//! assert_eq!(g[0].to_vec()?, vec![1.0, 2.0, 3.0, 4.0, 4.0, 6.0]);
 //! # Ok(()) }
 //! ```
 //!
@@ -24,6 +54,7 @@
 // Library code never unwraps; a poisoned lock is recovered (lock.rs).
 // Tests, benches and examples are separate crates and may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![deny(missing_docs)]
 
 mod adapter;
 mod batch;
@@ -32,9 +63,12 @@ mod error;
 mod fusion;
 mod gradcheck;
 mod graph;
+mod interop;
 mod kernels;
 mod lock;
 mod memory;
+#[cfg(feature = "ndarray")]
+mod ndarray_interop;
 mod ops;
 mod per_example;
 mod plan;
@@ -50,7 +84,12 @@ pub use adapter::{DeviceOptions, GemmKernel};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use gradcheck::{GradcheckEntry, GradcheckOptions, GradcheckReport, gradcheck};
+pub use ops::conv::ConvOptions;
+pub use ops::custom::{
+    CustomOp, CustomOpBuilder, CustomSave, MAX_CUSTOM_INPUTS, MAX_CUSTOM_SCALARS,
+};
 pub use ops::layout::concat;
+pub use ops::reshaping::stack;
 pub use per_example::{per_example_grad_norms, per_example_grads};
 pub use pool::Stats;
 pub use readback::read_all;

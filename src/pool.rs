@@ -123,6 +123,11 @@ pub(crate) struct Pool {
 pub(crate) const DEFAULT_IDLE_LIMIT: u64 = 1 << 30;
 
 impl Pool {
+    #[cfg(test)]
+    pub fn poison_locks(&self) {
+        crate::lock::poison(&self.free);
+    }
+
     pub fn new(device: wgpu::Device, limits: &wgpu::Limits) -> Self {
         let max_binding = limits
             .max_storage_buffer_binding_size
@@ -304,9 +309,20 @@ pub(crate) struct Storage {
 enum Home {
     Pool(Arc<Pool>),
     Tally(Arc<Counters>),
+    /// The caller's own buffer (`Tensor::from_wgpu_buffer`): dropped, not pooled.
+    User,
 }
 
 impl Storage {
+    /// Wraps a buffer the caller made; it is neither pooled nor counted.
+    pub fn from_user(buffer: wgpu::Buffer) -> Storage {
+        Storage {
+            class: buffer.size(),
+            buffer: Some(buffer),
+            home: Home::User,
+        }
+    }
+
     /// The buffer. Only real storages are bound or copied: a dry-run device
     /// records no dispatch or copy, so it never asks a virtual one.
     pub fn buffer(&self) -> &wgpu::Buffer {
@@ -331,6 +347,7 @@ impl Drop for Storage {
                 }
             }
             Home::Tally(tally) => tally.sub_live(self.class),
+            Home::User => {}
         }
     }
 }

@@ -46,6 +46,11 @@ struct Read {
 type Mapped = futures::channel::oneshot::Receiver<Result<()>>;
 
 impl StagingPool {
+    #[cfg(test)]
+    pub fn poison_locks(&self) {
+        crate::lock::poison(&self.idle);
+    }
+
     /// A buffer of at least `bytes` (at most the adapter's largest).
     fn take(&self, dev: &Device, bytes: u64) -> wgpu::Buffer {
         let class = size_class(bytes).min(dev.shared.pool.max_buffer);

@@ -24,6 +24,15 @@ impl Device {
         Ok(())
     }
 
+    /// The most loop iterations one invocation may run, where the driver
+    /// bounds it: llvmpipe (lavapipe) silently stops an invocation's loops
+    /// after 65535 iterations in all. Kernels that walk a long axis in one
+    /// invocation split it below this (`LOOP_PIECE` in `common.wgsl`).
+    /// Other CPU drivers are treated alike, at the cost of a split.
+    pub(crate) fn loop_limit(&self) -> Option<usize> {
+        (self.adapter_info().device_type == wgpu::DeviceType::Cpu).then_some(32768)
+    }
+
     /// Whether GEMMs run `matmul_lanes.wgsl` rather than `matmul.wgsl`
     /// ([`GemmKernel`]; pullback asks for subgroups where the adapter has
     /// them, a shared device has what its owner requested).

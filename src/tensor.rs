@@ -110,10 +110,12 @@ impl Tensor {
         }
     }
 
+    /// Dimensions, outermost first (row-major); empty for a scalar.
     pub fn shape(&self) -> &[usize] {
         &self.inner.shape
     }
 
+    /// Number of dimensions (0 to 6).
     pub fn rank(&self) -> usize {
         self.inner.shape.len()
     }
@@ -123,6 +125,7 @@ impl Tensor {
         numel(&self.inner.shape)
     }
 
+    /// The device holding the values; ops combine tensors of one device only.
     pub fn device(&self) -> &Device {
         &self.inner.device
     }

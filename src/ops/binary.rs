@@ -1,5 +1,7 @@
 //! Elementwise binary ops with NumPy broadcasting (`shaders/binary.wgsl`).
-//! Derivatives: add (1, 1); sub (1, -1); mul (b, a); div (1/b, -a/b²).
+//! Derivatives: add (1, 1); sub (1, -1); mul (b, a); div (1/b, -a/b²);
+//! maximum/minimum (1, 0) to the winner, (½, ½) at a tie; pow (b·a^(b−1),
+//! a^b·ln a); where_cond's halves (the mask, 0). Comparisons have none.
 //! Contributions are computed at the output's shape and summed over the
 //! axes each input was broadcast along.
 
@@ -20,6 +22,18 @@ pub(crate) enum BinaryOp {
     Sub = 1,
     Mul = 2,
     Div = 3,
+    Maximum = 4,
+    Minimum = 5,
+    Pow = 6,
+    Gt = 7,
+    Lt = 8,
+    Ge = 9,
+    Le = 10,
+    Eq = 11,
+    /// a where b != 0, else 0 (half of `where_cond`; b gets no gradient).
+    KeepWhere = 12,
+    /// a where b == 0, else 0.
+    DropWhere = 13,
 }
 
 const FORWARD: Kernel = Kernel {
@@ -41,20 +55,47 @@ const ADJOINT: RowKernel = RowKernel::new(
 );
 
 pub(crate) fn saves(op: BinaryOp) -> &'static [Saved] {
+    use BinaryOp::*;
     match op {
-        BinaryOp::Add | BinaryOp::Sub => &[],
-        BinaryOp::Mul | BinaryOp::Div => &[Saved::Input(0), Saved::Input(1)],
+        // Comparisons are never recorded (no gradient).
+        Add | Sub | Gt | Lt | Ge | Le | Eq => &[],
+        Mul | Div | Maximum | Minimum | Pow | KeepWhere | DropWhere => {
+            &[Saved::Input(0), Saved::Input(1)]
+        }
     }
 }
 
 impl BinaryOp {
     pub fn name(self) -> &'static str {
+        use BinaryOp::*;
         match self {
-            BinaryOp::Add => "add",
-            BinaryOp::Sub => "sub",
-            BinaryOp::Mul => "mul",
-            BinaryOp::Div => "div",
+            Add => "add",
+            Sub => "sub",
+            Mul => "mul",
+            Div => "div",
+            Maximum => "maximum",
+            Minimum => "minimum",
+            Pow => "pow",
+            Gt => "gt",
+            Lt => "lt",
+            Ge => "ge",
+            Le => "le",
+            Eq => "eq",
+            KeepWhere | DropWhere => "where_cond",
         }
+    }
+
+    /// Comparisons: a 0/1 mask with no gradient, never recorded.
+    fn is_comparison(self) -> bool {
+        use BinaryOp::*;
+        matches!(self, Gt | Lt | Ge | Le | Eq)
+    }
+
+    /// Whether input i receives no gradient at all (the mask operand of
+    /// where_cond's halves).
+    fn no_gradient(self, i: usize) -> bool {
+        self.is_comparison()
+            || (matches!(self, BinaryOp::KeepWhere | BinaryOp::DropWhere) && i == 1)
     }
 
     /// Whether d(a op b)/d(input i) is exactly 1, so the contribution is g itself.
@@ -131,6 +172,9 @@ fn apply(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
         &buffers,
         groups_for(n.div_ceil(4) as u64),
     );
+    if op.is_comparison() {
+        return Ok(Tensor::from_storage(dev, Arc::new(out), out_shape));
+    }
     Ok(record(dev, Op::Binary(op), &[a, b], out, out_shape))
 }
 
@@ -160,9 +204,8 @@ pub(crate) fn same_shape(
 pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
     let (dev, k, out) = (cx.dev, cx.k, cx.out_shape);
     let n = numel(out);
-    let computed: Vec<bool> = (0..2)
-        .map(|i| cx.needs[i] && !op.passes_through(i))
-        .collect();
+    let needs: Vec<bool> = (0..2).map(|i| cx.needs[i] && !op.no_gradient(i)).collect();
+    let computed: Vec<bool> = (0..2).map(|i| needs[i] && !op.passes_through(i)).collect();
     let mut at_out: Vec<Option<Arc<Storage>>> = vec![None, None];
     if computed.contains(&true) {
         let buffers: Vec<Storage> = computed
@@ -203,7 +246,7 @@ pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
     }
     let mut contributions = Vec::with_capacity(2);
     for (i, slot) in at_out.into_iter().enumerate() {
-        let c = match (cx.needs[i], slot) {
+        let c = match (needs[i], slot) {
             (false, _) => None,
             (true, Some(c)) => Some(reduce::sum_to_input(cx, i, &c, out)?),
             (true, None) => Some(reduce::sum_to_input(cx, i, cx.g, out)?),
@@ -229,6 +272,51 @@ impl Tensor {
     /// a / b elementwise, with broadcasting.
     pub fn div(&self, other: &Tensor) -> Result<Tensor> {
         apply(self, other, BinaryOp::Div)
+    }
+    /// max(a, b) elementwise, with broadcasting; NaN if either is NaN. At
+    /// a tie each operand gets half the gradient (PyTorch's convention).
+    pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Maximum)
+    }
+    /// min(a, b) elementwise, with broadcasting; NaN if either is NaN. At
+    /// a tie each operand gets half the gradient.
+    pub fn minimum(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Minimum)
+    }
+    /// aᵇ elementwise, with broadcasting (a negative base needs an integer
+    /// exponent, else NaN). ∂/∂b = aᵇ·ln a, taken as 0 where a = 0 and
+    /// b ≥ 0 (PyTorch's choice).
+    pub fn pow(&self, exponent: &Tensor) -> Result<Tensor> {
+        apply(self, exponent, BinaryOp::Pow)
+    }
+    /// 1 where a > b, else 0 (NaN compares false); no gradient.
+    pub fn gt(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Gt)
+    }
+    /// 1 where a < b, else 0; no gradient.
+    pub fn lt(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Lt)
+    }
+    /// 1 where a ≥ b, else 0; no gradient.
+    pub fn ge(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Ge)
+    }
+    /// 1 where a ≤ b, else 0; no gradient.
+    pub fn le(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Le)
+    }
+    /// 1 where a = b, else 0; no gradient.
+    pub fn eq(&self, other: &Tensor) -> Result<Tensor> {
+        apply(self, other, BinaryOp::Eq)
+    }
+    /// `on_true` where `self` (the condition) is nonzero, `on_false`
+    /// elsewhere, all three broadcast together. Selects: a NaN or inf on
+    /// the side not taken does not leak. The gradient goes to the side
+    /// taken; the condition gets none.
+    pub fn where_cond(&self, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let kept = apply(on_true, self, BinaryOp::KeepWhere)?;
+        let dropped = apply(on_false, self, BinaryOp::DropWhere)?;
+        kept.add(&dropped)
     }
 }
 

@@ -68,4 +68,36 @@ impl Tensor {
         let one_hot = self.device().tensor(&one_hot, &[batch, classes])?;
         self.log_softmax(1)?.mul(&one_hot)?.sum(&[1], false)?.neg()
     }
+
+    /// Minimum along `axis`, as −max(−x): the gradient goes to the first
+    /// minimal element.
+    pub fn min(&self, axis: usize, keepdim: bool) -> Result<Tensor> {
+        self.neg()?.max(axis, keepdim)?.neg()
+    }
+
+    /// The index along `axis` of each first minimal element (NaN counts as
+    /// minimal, as in PyTorch), row-major over the other axes.
+    pub fn argmin(&self, axis: usize) -> Result<Vec<u32>> {
+        self.neg()?.argmax(axis)
+    }
+
+    /// Population variance over `axes` (ddof = 0): mean((x − mean x)²),
+    /// built from primitives, so its gradient is 2(x − mean x)/n.
+    pub fn var(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
+        let centred = self.sub(&self.mean(axes, true)?)?;
+        centred.square()?.mean(axes, keepdim)
+    }
+
+    /// Normalizes over the last axis: (x − mean) / √(var + eps), with the
+    /// population variance and no affine parameters (multiply and add your
+    /// own). Built from primitives; its backward fuses where the pass
+    /// allows.
+    pub fn layer_norm(&self, eps: f32) -> Result<Tensor> {
+        let Some(last) = self.rank().checked_sub(1) else {
+            return Err(invalid("layer_norm", "a rank-0 tensor has no last axis"));
+        };
+        let centred = self.sub(&self.mean(&[last], true)?)?;
+        let var = centred.square()?.mean(&[last], true)?;
+        centred.mul(&var.add_scalar(eps)?.rsqrt()?)
+    }
 }

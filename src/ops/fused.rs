@@ -481,11 +481,15 @@ mod tests {
         use UnaryOp::*;
         let unary = [
             Neg, Exp, Log, Sin, Cos, Tanh, Sigmoid, Relu, Sqrt, Square, Abs, Powf, AddScalar,
-            MulScalar,
+            MulScalar, Gelu, GeluTanh, Silu, Softplus, Log1p, Expm1, Rsqrt, LeakyRelu, Elu,
+            ClampMin, ClampMax,
         ];
         let mut seen = std::collections::HashSet::new();
         for (i, &u) in unary.iter().enumerate() {
-            let b = [Add, Sub, Mul, Div][i % 4];
+            let binary = [
+                Add, Sub, Mul, Div, Maximum, Minimum, Pow, KeepWhere, DropWhere,
+            ];
+            let b = binary[i % binary.len()];
             // root: b(member 1, out 0); member 1: u(out 1) or u(out 0).
             let recipe = Recipe {
                 steps: vec![

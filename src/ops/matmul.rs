@@ -53,12 +53,14 @@ const MAX_GRID: usize = 65535;
 pub(crate) const SAVES: &[Saved] = &[Saved::Input(0), Saved::Input(1)];
 
 /// One GEMM operand: element (i, p) of batch entry z at
-/// `Σ batch_index_d · batch_strides_d + i·rs + p·cs`.
+/// `off + Σ batch_index_d · batch_strides_d + i·rs + p·cs`.
+#[derive(Clone)]
 struct Operand<'a> {
     buf: &'a Storage,
     rs: usize,
     cs: usize,
     batch_strides: Vec<usize>,
+    off: usize,
 }
 
 impl<'a> Operand<'a> {
@@ -69,6 +71,7 @@ impl<'a> Operand<'a> {
             rs: cols,
             cs: 1,
             batch_strides,
+            off: 0,
         }
     }
 
@@ -80,6 +83,7 @@ impl<'a> Operand<'a> {
             rs: 1,
             cs: cols,
             batch_strides,
+            off: 0,
         }
     }
 }
@@ -108,12 +112,14 @@ fn gemm(
             rs: b.cs,
             cs: b.rs,
             batch_strides: vec![],
+            off: b.off,
         };
         let at = Operand {
             buf: a.buf,
             rs: a.cs,
             cs: a.rs,
             batch_strides: vec![],
+            off: a.off,
         };
         return gemm_launch(dev, &[], (n, m, p), &bt, &at, Layout::Transposed);
     }
@@ -153,7 +159,10 @@ enum Layout {
 /// K-batched cotangent of a vector output).
 const NARROW: usize = 16;
 
-/// One GEMM launch (split past the grid limits), C laid out as `layout` says.
+/// One GEMM launch (split past the grid limits), C laid out as `layout`
+/// says. Where the driver bounds an invocation's loops (lavapipe), a long
+/// contraction is split into pieces whose products are added: each
+/// invocation walks the whole contraction.
 fn gemm_launch(
     dev: &Device,
     batch: &[usize],
@@ -163,6 +172,31 @@ fn gemm_launch(
     layout: Layout,
 ) -> Result<Storage> {
     let z = numel(batch);
+    if let Some(limit) = dev.loop_limit().filter(|&l| p > l) {
+        let mut total: Option<Storage> = None;
+        for p0 in (0..p).step_by(limit) {
+            let a_piece = Operand {
+                off: a.off + p0 * a.cs,
+                ..a.clone()
+            };
+            let b_piece = Operand {
+                off: b.off + p0 * b.rs,
+                ..b.clone()
+            };
+            let len = limit.min(p - p0);
+            let part = gemm_launch(dev, batch, (m, n, len), &a_piece, &b_piece, layout)?;
+            total = Some(match total {
+                None => part,
+                Some(sum) => {
+                    crate::ops::accumulate::add_into(dev, &sum, &part, z * m * n);
+                    sum
+                }
+            });
+        }
+        if let Some(sum) = total {
+            return Ok(sum);
+        }
+    }
     let (cols, grid_z) = if layout == Layout::Folded {
         (z * n, 1)
     } else {
@@ -180,7 +214,7 @@ fn gemm_launch(
     let params = Params::new(0, 1)
         .rank(batch.len())
         .slot(0, &[m, cols, p, a.rs, a.cs, b.rs])
-        .slot(1, &[b.cs, n])
+        .slot(1, &[b.cs, n, a.off, b.off])
         .slot(2, batch)
         .slot(3, &a.batch_strides)
         .slot(4, &b.batch_strides);

@@ -9,6 +9,7 @@ use crate::kernels::{Access, Kernel, MAX, Params, groups_for};
 use crate::ops::layout::check_axis;
 use crate::ops::reduce::reduced_shape;
 use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, record_with_aux};
+use crate::pool::Storage;
 use crate::shape::numel;
 use crate::tensor::Tensor;
 
@@ -17,6 +18,19 @@ const FORWARD: Kernel = Kernel {
     entry: "forward",
     bindings: &[(1, Access::Read), (2, Access::Write), (3, Access::Write)],
 };
+const FORWARD_BLOCKS: Kernel = Kernel {
+    module: &MAX,
+    entry: "forward_blocks",
+    bindings: &[
+        (1, Access::Read),
+        (2, Access::Write),
+        (3, Access::Write),
+        (4, Access::Read),
+    ],
+};
+/// Elements one invocation compares (lavapipe stops an invocation's loops
+/// after 65535 iterations; `LOOP_PIECE` in `shaders/common.wgsl`).
+const BLOCK: usize = 32768;
 const ADJOINT: Kernel = Kernel {
     module: &MAX,
     entry: "adjoint",
@@ -57,40 +71,79 @@ pub(crate) fn vjp(cx: &VjpCtx, axis: usize) -> Result<Contributions> {
     Ok(vec![Some(Arc::new(out))])
 }
 
-impl Tensor {
-    /// Maximum along `axis`; the gradient goes to the first maximal element.
-    pub fn max(&self, axis: usize, keepdim: bool) -> Result<Tensor> {
-        check_operands(self, &[])?;
-        check_axis("max", axis, self.rank())?;
-        if self.shape()[axis] == 0 {
-            return Err(invalid(
-                "max",
-                format!(
-                    "axis {axis} of {:?} is empty; max needs an element",
-                    self.shape()
-                ),
-            ));
-        }
-        let dev = self.device();
-        let (params, n) = params(self.shape(), axis, 1);
-        let out = dev.alloc("max output", n)?;
-        let arg = dev.alloc("max indices", n)?;
+/// Runs the forward kernel: the maxima and the index of each one's first
+/// maximal element (NaN counts as maximal), `n` of each.
+fn forward(x: &Tensor, what: &'static str, axis: usize) -> Result<(Storage, Storage)> {
+    check_operands(x, &[])?;
+    check_axis(what, axis, x.rank())?;
+    if x.shape()[axis] == 0 {
+        return Err(invalid(
+            what,
+            format!(
+                "axis {axis} of {:?} is empty; {what} needs an element",
+                x.shape()
+            ),
+        ));
+    }
+    let dev = x.device();
+    let (params, n) = params(x.shape(), axis, 1);
+    let d = x.shape()[axis];
+    let blocks = d.div_ceil(BLOCK);
+    let out = dev.alloc("max output", n)?;
+    let arg = dev.alloc("max indices", n)?;
+    let whole = params.extra(2, d).extra(3, 1);
+    if blocks == 1 {
         dev.dispatch(
             &FORWARD,
             &[],
-            &params,
-            &[&self.inner.data, &out, &arg],
+            &whole,
+            &[&x.inner.data, &out, &arg],
             groups_for(n as u64),
         );
+        return Ok((out, arg));
+    }
+    // Each block's maximum, then the first maximum over the blocks.
+    let block_max = dev.alloc("max of blocks", n * blocks)?;
+    let block_arg = dev.alloc("argmax of blocks", n * blocks)?;
+    dev.dispatch(
+        &FORWARD,
+        &[],
+        &params.extra(2, BLOCK).extra(3, blocks),
+        &[&x.inner.data, &block_max, &block_arg],
+        groups_for((n * blocks) as u64),
+    );
+    dev.dispatch(
+        &FORWARD_BLOCKS,
+        &[],
+        &whole.extra(3, blocks),
+        &[&block_max, &out, &arg, &block_arg],
+        groups_for(n as u64),
+    );
+    Ok((out, arg))
+}
+
+impl Tensor {
+    /// Maximum along `axis`; the gradient goes to the first maximal element.
+    pub fn max(&self, axis: usize, keepdim: bool) -> Result<Tensor> {
+        let (out, arg) = forward(self, "max", axis)?;
         let reduced: Vec<bool> = (0..self.rank()).map(|d| d == axis).collect();
         let shape = reduced_shape(self.shape(), &reduced, keepdim);
         Ok(record_with_aux(
-            dev,
+            self.device(),
             Op::Max { axis },
             &[self],
             out,
             shape,
             vec![arg],
         ))
+    }
+
+    /// The index along `axis` of each first maximal element (NaN counts as
+    /// maximal, as in PyTorch), row-major over the other axes.
+    pub fn argmax(&self, axis: usize) -> Result<Vec<u32>> {
+        let (_, arg) = forward(self, "argmax", axis)?;
+        let n = numel(self.shape()) / self.shape()[axis];
+        let indices = Tensor::from_storage(self.device(), Arc::new(arg), vec![n]);
+        Ok(indices.to_vec()?.into_iter().map(f32::to_bits).collect())
     }
 }

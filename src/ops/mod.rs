@@ -5,6 +5,9 @@
 pub(crate) mod accumulate;
 pub(crate) mod binary;
 mod composite;
+pub(crate) mod conv;
+pub(crate) mod custom;
+mod custom_wgsl;
 pub(crate) mod fill;
 pub(crate) mod fused;
 mod index;
@@ -12,7 +15,10 @@ pub(crate) mod layout;
 mod matmul;
 mod max;
 pub(crate) mod reduce;
+pub(crate) mod reshaping;
+mod scan;
 pub(crate) mod unary;
+pub(crate) mod unfold;
 
 use std::sync::Arc;
 
@@ -59,6 +65,14 @@ pub(crate) enum Op {
         axis: usize,
         indices: Arc<[u32]>,
     },
+    /// Inclusive cumulative sum along `axis`.
+    Cumsum {
+        axis: usize,
+    },
+    /// Sliding windows of `[N, C, H, W]` images (im2col).
+    Unfold(unfold::Window),
+    /// The caller's own kernels (`ops/custom.rs`), with its scalars.
+    Custom(Arc<custom::CustomDef>, Arc<[f32]>),
 }
 
 /// A value a rule keeps from the forward pass for its adjoint.
@@ -139,6 +153,9 @@ impl Op {
             Op::Narrow { .. } => "narrow",
             Op::Concat { .. } => "concat",
             Op::IndexSelect { .. } => "index_select",
+            Op::Cumsum { .. } => "cumsum",
+            Op::Unfold(_) => "unfold (convolution or pooling)",
+            Op::Custom(..) => "custom op",
         }
     }
 
@@ -196,6 +213,13 @@ impl Op {
             Op::Narrow { axis, .. } => refuse_axis_0(*axis, "selects a range of examples"),
             Op::Concat { axis } => refuse_axis_0(*axis, "joins tensors"),
             Op::IndexSelect { axis, .. } => refuse_axis_0(*axis, "selects examples"),
+            Op::Cumsum { axis } => refuse_axis_0(*axis, "sums cumulatively"),
+            Op::Unfold(_) => Ok(same()),
+            Op::Custom(def, _) => Err(format!(
+                "`{}` is a custom op, and pullback cannot tell whether its kernels keep \
+                 the examples apart",
+                def.name
+            )),
         }
     }
 
@@ -208,8 +232,9 @@ impl Op {
         }
     }
 
-    pub fn saves(&self) -> &'static [Saved] {
+    pub fn saves(&self) -> &[Saved] {
         match self {
+            Op::Custom(def, _) => &def.saves,
             Op::Unary(op, _) => unary::saves(*op),
             Op::Binary(op) => binary::saves(*op),
             Op::Matmul => matmul::SAVES,
@@ -220,7 +245,9 @@ impl Op {
             | Op::BroadcastTo
             | Op::Narrow { .. }
             | Op::Concat { .. }
-            | Op::IndexSelect { .. } => &[],
+            | Op::IndexSelect { .. }
+            | Op::Cumsum { .. }
+            | Op::Unfold(_) => &[],
         }
     }
 
@@ -237,6 +264,9 @@ impl Op {
             Op::Narrow { axis, start } => layout::vjp_narrow(cx, *axis, *start),
             Op::Concat { axis } => layout::vjp_concat(cx, *axis),
             Op::IndexSelect { axis, indices } => index::vjp(cx, *axis, indices),
+            Op::Cumsum { axis } => scan::vjp(cx, *axis),
+            Op::Unfold(win) => unfold::vjp(cx, *win),
+            Op::Custom(def, scalars) => custom::vjp(cx, def, scalars),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Elementwise unary ops (`shaders/unary.wgsl`). Derivatives, from the
 //! saved input x or output y: neg -1; exp y; log 1/x; sin cos x; cos -sin x;
 //! tanh 1-y²; sigmoid y(1-y); relu [y>0]; sqrt 1/(2y); square 2x; abs sign x;
-//! powf p·x^(p-1); add_scalar 1; mul_scalar s.
+//! powf p·x^(p-1); add_scalar 1; mul_scalar s; gelu Φ(x) + xφ(x);
+//! gelu_tanh ½(1+t) + ½x(1−t²)u'; silu σ(1 + x(1−σ)); softplus σ(x);
+//! log1p 1/(1+x); expm1 y+1; rsqrt −y³/2; leaky_relu 1 or slope; elu 1 or
+//! αeˣ; clamp 1 inside the bounds (bounds included), 0 outside.
 
 use std::sync::Arc;
 
@@ -28,6 +31,17 @@ pub(crate) enum UnaryOp {
     Powf = 11,
     AddScalar = 12,
     MulScalar = 13,
+    Gelu = 14,
+    GeluTanh = 15,
+    Silu = 16,
+    Softplus = 17,
+    Log1p = 18,
+    Expm1 = 19,
+    Rsqrt = 20,
+    LeakyRelu = 21,
+    Elu = 22,
+    ClampMin = 23,
+    ClampMax = 24,
 }
 
 const FORWARD: Kernel = Kernel {
@@ -60,6 +74,16 @@ impl UnaryOp {
             Powf => "powf",
             AddScalar => "add_scalar",
             MulScalar => "mul_scalar",
+            Gelu => "gelu",
+            GeluTanh => "gelu_tanh",
+            Silu => "silu",
+            Softplus => "softplus",
+            Log1p => "log1p",
+            Expm1 => "expm1",
+            Rsqrt => "rsqrt",
+            LeakyRelu => "leaky_relu",
+            Elu => "elu",
+            ClampMin | ClampMax => "clamp",
         }
     }
 }
@@ -68,8 +92,9 @@ pub(crate) fn saves(op: UnaryOp) -> &'static [Saved] {
     use UnaryOp::*;
     match op {
         Neg | AddScalar | MulScalar => &[],
-        Exp | Tanh | Sigmoid | Relu | Sqrt => &[Saved::Output],
-        Log | Sin | Cos | Square | Abs | Powf => &[Saved::Input(0)],
+        Exp | Tanh | Sigmoid | Relu | Sqrt | Expm1 | Rsqrt => &[Saved::Output],
+        Log | Sin | Cos | Square | Abs | Powf | Gelu | GeluTanh | Silu | Softplus | Log1p
+        | LeakyRelu | Elu | ClampMin | ClampMax => &[Saved::Input(0)],
     }
 }
 
@@ -126,12 +151,15 @@ impl Tensor {
     pub fn log(&self) -> Result<Tensor> {
         apply(self, UnaryOp::Log, 0.0)
     }
+    /// sin x (radians); derivative cos x.
     pub fn sin(&self) -> Result<Tensor> {
         apply(self, UnaryOp::Sin, 0.0)
     }
+    /// cos x (radians); derivative −sin x.
     pub fn cos(&self) -> Result<Tensor> {
         apply(self, UnaryOp::Cos, 0.0)
     }
+    /// tanh x; derivative 1 − tanh² x, computed from the saved output.
     pub fn tanh(&self) -> Result<Tensor> {
         apply(self, UnaryOp::Tanh, 0.0)
     }
@@ -143,6 +171,7 @@ impl Tensor {
     pub fn relu(&self) -> Result<Tensor> {
         apply(self, UnaryOp::Relu, 0.0)
     }
+    /// √x; derivative 1 / (2√x), from the saved output (inf at 0).
     pub fn sqrt(&self) -> Result<Tensor> {
         apply(self, UnaryOp::Sqrt, 0.0)
     }
@@ -165,5 +194,63 @@ impl Tensor {
     /// x · s
     pub fn mul_scalar(&self, s: f32) -> Result<Tensor> {
         apply(self, UnaryOp::MulScalar, s)
+    }
+
+    /// x·Φ(x), Φ the standard normal CDF (the erf form of GELU, PyTorch's
+    /// default). Φ is evaluated through erfc with relative error < 1.2e-7,
+    /// so the negative tail stays accurate.
+    pub fn gelu(&self) -> Result<Tensor> {
+        apply(self, UnaryOp::Gelu, 0.0)
+    }
+    /// The tanh approximation of GELU: x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))
+    /// (PyTorch's `approximate="tanh"`).
+    pub fn gelu_tanh(&self) -> Result<Tensor> {
+        apply(self, UnaryOp::GeluTanh, 0.0)
+    }
+    /// x·σ(x) (SiLU, swish).
+    pub fn silu(&self) -> Result<Tensor> {
+        apply(self, UnaryOp::Silu, 0.0)
+    }
+    /// log(1 + eˣ), computed as max(x, 0) + log1p(e^−|x|): no overflow.
+    pub fn softplus(&self) -> Result<Tensor> {
+        apply(self, UnaryOp::Softplus, 0.0)
+    }
+    /// log(1 + x), accurate for small |x|.
+    pub fn log1p(&self) -> Result<Tensor> {
+        apply(self, UnaryOp::Log1p, 0.0)
+    }
+    /// eˣ − 1, accurate for small |x|.
+    pub fn expm1(&self) -> Result<Tensor> {
+        apply(self, UnaryOp::Expm1, 0.0)
+    }
+    /// 1/√x; derivative −x^(−3/2)/2, from the saved output.
+    pub fn rsqrt(&self) -> Result<Tensor> {
+        apply(self, UnaryOp::Rsqrt, 0.0)
+    }
+    /// x for x > 0, slope·x otherwise; the derivative at 0 is the slope
+    /// (PyTorch's choice).
+    pub fn leaky_relu(&self, slope: f32) -> Result<Tensor> {
+        apply(self, UnaryOp::LeakyRelu, slope)
+    }
+    /// x for x > 0, α(eˣ − 1) otherwise; the derivative at 0 is α (from
+    /// the left, as PyTorch computes it).
+    pub fn elu(&self, alpha: f32) -> Result<Tensor> {
+        apply(self, UnaryOp::Elu, alpha)
+    }
+    /// min(max(x, min), max). The derivative is 1 where min ≤ x ≤ max, the
+    /// bounds included (PyTorch's convention), 0 outside, NaN at NaN.
+    /// Bounds that are NaN or with min > max are refused.
+    pub fn clamp(&self, min: f32, max: f32) -> Result<Tensor> {
+        if min.is_nan() || max.is_nan() || min > max {
+            return Err(crate::error::invalid(
+                "clamp",
+                format!("bounds [{min}, {max}] are not an interval; give min <= max"),
+            ));
+        }
+        apply(
+            &apply(self, UnaryOp::ClampMin, min)?,
+            UnaryOp::ClampMax,
+            max,
+        )
     }
 }

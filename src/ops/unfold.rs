@@ -1,0 +1,119 @@
+//! Sliding windows of images (`shaders/unfold.wgsl`, im2col): the one
+//! primitive under convolution and pooling. `[N, C, H, W]` becomes
+//! `[N, C, kh, kw, OH, OW]`; it is linear, and its adjoint is the fold
+//! (col2im) done as a gather (no atomics): one dispatch for all K
+//! cotangent rows, which are more images to it. Nothing saved.
+
+use std::sync::Arc;
+
+use crate::error::{Result, invalid};
+use crate::kernels::{Access, Kernel, Params, UNFOLD, groups_for};
+use crate::ops::{Contributions, Op, VjpCtx, check_operands, record};
+use crate::shape::numel;
+use crate::tensor::Tensor;
+
+const UNFOLD_KERNEL: Kernel = Kernel {
+    module: &UNFOLD,
+    entry: "unfold",
+    bindings: &[(1, Access::Read), (2, Access::Write)],
+};
+const FOLD: Kernel = Kernel {
+    module: &UNFOLD,
+    entry: "fold",
+    bindings: &[(1, Access::Read), (2, Access::Write)],
+};
+
+/// Window geometry per spatial axis (height, width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Window {
+    /// Output positions along axis `a` of an input of length `len`, or
+    /// None when the dilated kernel does not fit the padded input.
+    pub fn out_len(&self, a: usize, len: usize) -> Option<usize> {
+        let span = self.dilation[a] * (self.kernel[a] - 1) + 1;
+        let padded = len + 2 * self.padding[a];
+        (padded >= span).then(|| (padded - span) / self.stride[a] + 1)
+    }
+
+    fn params(&self, n: usize, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Params {
+        Params::new(n, 1)
+            .slot(0, &[h, w, oh, ow, self.kernel[0], self.kernel[1]])
+            .slot(
+                1,
+                &[
+                    self.stride[0],
+                    self.stride[1],
+                    self.padding[0],
+                    self.padding[1],
+                    self.dilation[0],
+                    self.dilation[1],
+                ],
+            )
+    }
+}
+
+/// `[N, C, H, W]` → `[N, C, kh, kw, OH, OW]`.
+pub(crate) fn unfold(x: &Tensor, win: Window, op: &'static str) -> Result<Tensor> {
+    check_operands(x, &[])?;
+    let [n, c, h, w] = *x.shape() else {
+        return Err(invalid(
+            op,
+            format!("input must be [N, C, H, W], got {:?}", x.shape()),
+        ));
+    };
+    if win.kernel.contains(&0) || win.stride.contains(&0) || win.dilation.contains(&0) {
+        return Err(invalid(
+            op,
+            "kernel size, stride and dilation must be at least 1",
+        ));
+    }
+    let (Some(oh), Some(ow)) = (win.out_len(0, h), win.out_len(1, w)) else {
+        return Err(invalid(
+            op,
+            format!(
+                "a {}×{} kernel (dilation {:?}) does not fit the {h}×{w} input padded by {:?}",
+                win.kernel[0], win.kernel[1], win.dilation, win.padding
+            ),
+        ));
+    };
+    let shape = vec![n, c, win.kernel[0], win.kernel[1], oh, ow];
+    let total = numel(&shape);
+    let dev = x.device();
+    let out = dev.alloc("unfold output", total)?;
+    if total > 0 {
+        dev.dispatch(
+            &UNFOLD_KERNEL,
+            &[],
+            &win.params(total, (h, w), (oh, ow)),
+            &[&x.inner.data, &out],
+            groups_for(total as u64),
+        );
+    }
+    Ok(record(dev, Op::Unfold(win), &[x], out, shape))
+}
+
+/// The fold of all K cotangent rows `[K, N, C, kh, kw, OH, OW]` into
+/// `[K, N, C, H, W]`.
+pub(crate) fn vjp(cx: &VjpCtx, win: Window) -> Result<Contributions> {
+    let in_shape = &cx.inputs[0].shape;
+    let (h, w) = (in_shape[2], in_shape[3]);
+    let (oh, ow) = (cx.out_shape[4], cx.out_shape[5]);
+    let total = cx.k * numel(in_shape);
+    let out = cx.dev.alloc("fold output", total)?;
+    if total > 0 {
+        cx.dev.dispatch(
+            &FOLD,
+            &[],
+            &win.params(total, (h, w), (oh, ow)),
+            &[cx.g, &out],
+            groups_for(total as u64),
+        );
+    }
+    Ok(vec![Some(Arc::new(out))])
+}
