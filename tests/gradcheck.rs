@@ -82,6 +82,74 @@ fn smooth_graphs_pass() {
     );
 }
 
+/// The ops of issue 10 through `gradcheck` (finite differences of the
+/// functions themselves), with inputs away from kinks and ties.
+#[test]
+fn activations_selection_scans_convolution_and_normalization_pass() {
+    let u = |n: &str, s: &[usize]| input(n, s, Dist::Uniform(-1.0, 1.0));
+    let pos = |n: &str, s: &[usize]| input(n, s, Dist::Uniform(0.5, 2.0));
+    let x = u("x10", &[3, 4]);
+    passes(
+        "gelu, gelu_tanh, silu, softplus, elu, leaky_relu",
+        |t| {
+            let a = t[0].gelu()?.add(&t[0].gelu_tanh()?)?.mul(&t[0].silu()?)?;
+            a.add(&t[0].softplus()?)?
+                .add(&t[0].elu(0.7)?)?
+                .mul(&t[0].leaky_relu(0.1)?)
+        },
+        &[&x],
+    );
+    passes(
+        "log1p, expm1, rsqrt, pow",
+        |t| {
+            let a = t[0].log1p()?.add(&t[0].expm1()?)?.mul(&t[0].rsqrt()?)?;
+            a.add(&t[0].pow(&t[1])?)
+        },
+        &[&pos("p10", &[2, 3]), &u("q10", &[3])],
+    );
+    passes(
+        "maximum, minimum, where_cond, clamp inside its bounds",
+        |t| {
+            let m = t[0].maximum(&t[1])?.mul(&t[0].minimum(&t[1])?)?;
+            let w = t[0].gt(&t[1])?.where_cond(&t[0].sin()?, &t[1].cos()?)?;
+            m.add(&w)?.add(&t[0].clamp(-5.0, 5.0)?)
+        },
+        &[&x, &u("y10", &[4])],
+    );
+    passes(
+        "cumsum, var, min, layer_norm, flip, pad, stack",
+        |t| {
+            let a = t[0].cumsum(1)?.mul(&t[0].var(&[1], true)?)?;
+            let b = a.add(&t[0].min(0, true)?)?.add(&t[0].layer_norm(1e-5)?)?;
+            let c = b.flip(&[0, 1])?.pad(&[(1, 0), (0, 2)], 0.5)?;
+            pullback::stack(&[&c, &c.tanh()?], 1)
+        },
+        &[&x],
+    );
+    passes(
+        "conv2d (stride 2, padding 1, groups 2), gelu, max_pool2d, avg_pool2d, conv1d",
+        |t| {
+            let o = pullback::ConvOptions {
+                stride: 2,
+                padding: 1,
+                dilation: 1,
+                groups: 2,
+            };
+            let y = t[0].conv2d(&t[1], o)?.gelu()?;
+            let p = y.max_pool2d(2, 1)?.add(&y.avg_pool2d(2, 1)?)?;
+            let z = t[0]
+                .reshape(&[1, 4, 25])?
+                .conv1d(&t[2], pullback::ConvOptions::default())?;
+            p.sum_all()?.add(&z.square()?.sum_all()?)
+        },
+        &[
+            &u("img", &[1, 4, 5, 5]),
+            &u("w2", &[4, 2, 3, 3]),
+            &u("w1", &[2, 4, 3]),
+        ],
+    );
+}
+
 #[test]
 fn a_kink_fails_and_names_the_element() {
     // relu at exactly 0: the difference sees slope 0 on one side and 1 on

@@ -14,7 +14,8 @@
 //! logsumexp and cross_entropy over axis 1; narrow + concat; permute +
 //! reshape; broadcast_to; index_select with repeated indices. Ties at a
 //! max follow pullback's convention: the first maximal element takes the
-//! gradient.
+//! gradient. A value larger than 1e3 in magnitude is passed through tanh
+//! before later steps use it, so that no program overflows f32.
 //!
 //! What is compared, and why op by op. Each device value is compared with
 //! its op evaluated in f64 on the device's own inputs (read back), and the
@@ -47,6 +48,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod reverse;
 mod tape;
 
 use common::*;
@@ -63,10 +65,12 @@ const FTOL: f64 = 1e-5;
 const FABS: f64 = 5e-6;
 /// Gradients, relative to |g| + Σ|terms| (see the module docs).
 const GTOL: f64 = 1e-4;
+/// Largest magnitude a region value keeps (larger go through tanh).
+const BOUND: f64 = 1e3;
 /// sin and cos take arguments up to this size (larger go through tanh).
 const TRIG_RANGE: f64 = 100.0;
 /// Op codes drawn per step.
-const OPS: u8 = 30;
+const OPS: u8 = 46;
 
 /// One step of a program: an op and operand picks (taken modulo the
 /// number of values so far, so any shrunk program is valid).
@@ -108,6 +112,40 @@ fn program() -> impl Strategy<Value = Program> {
 
 fn sig(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
+}
+
+fn gelu(x: f64) -> f64 {
+    x * 0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
+}
+fn gelu_d(x: f64, _: f64) -> f64 {
+    let phi = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    0.5 * libm::erfc(-x / std::f64::consts::SQRT_2) + x * phi
+}
+const K0: f64 = 0.797_884_560_802_865_4; // √(2/π)
+fn gelu_tanh(x: f64) -> f64 {
+    0.5 * x * (1.0 + (K0 * (x + 0.044715 * x.powi(3))).tanh())
+}
+fn gelu_tanh_d(x: f64, _: f64) -> f64 {
+    let t = (K0 * (x + 0.044715 * x.powi(3))).tanh();
+    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K0 * (1.0 + 3.0 * 0.044715 * x * x)
+}
+fn silu_d(x: f64, _: f64) -> f64 {
+    sig(x) * (1.0 + x * (1.0 - sig(x)))
+}
+fn elu(x: f64) -> f64 {
+    if x > 0.0 { x } else { 0.7 * x.exp_m1() }
+}
+fn elu_d(x: f64, _: f64) -> f64 {
+    if x > 0.0 { 1.0 } else { 0.7 * x.exp() }
+}
+fn leaky(x: f64) -> f64 {
+    if x > 0.0 { x } else { 0.1 * x }
+}
+fn leaky_d(x: f64, _: f64) -> f64 {
+    if x > 0.0 { 1.0 } else { 0.1 }
+}
+fn clamp_d(x: f64, _: f64) -> f64 {
+    f64::from(u8::from((-0.5..=0.8).contains(&x)))
 }
 
 /// The device values and the tape, index for index; `exact` holds the
@@ -164,6 +202,8 @@ impl Both {
             Bin::Sub => ta.sub(tb),
             Bin::Mul => ta.mul(tb),
             Bin::Div => ta.div(tb),
+            Bin::Max => ta.maximum(tb),
+            Bin::Min => ta.minimum(tb),
         };
         self.push(t, Node::Binary(a, b, op))
     }
@@ -253,6 +293,8 @@ fn step(
                 Red::Sum => ta.sum(&[axis], true),
                 Red::Mean => ta.mean(&[axis], true),
                 Red::Max => ta.max(axis, true),
+                Red::Min => ta.min(axis, true),
+                Red::Var => ta.var(&[axis], true),
             };
             let red = g.push(t, Node::Reduce(a, Some(axis), kind));
             (
@@ -344,6 +386,92 @@ fn step(
             let all = g.push(t, Node::Reduce(a, None, kind));
             (g.times(a, all), ["sum_all", "mean_all"][st.k % 2])
         }
+        30 => (unary(g, ta.gelu(), gelu, gelu_d), "gelu"),
+        31 => (
+            unary(g, ta.gelu_tanh(), gelu_tanh, gelu_tanh_d),
+            "gelu_tanh",
+        ),
+        32 => (unary(g, ta.silu(), |x| x * sig(x), silu_d), "silu"),
+        33 => (
+            unary(g, ta.softplus(), |x| x.exp().ln_1p(), |x, _| sig(x)),
+            "softplus",
+        ),
+        34 => (unary(g, ta.elu(0.7), elu, elu_d), "elu"),
+        35 => (unary(g, ta.leaky_relu(0.1), leaky, leaky_d), "leaky_relu"),
+        36 => (
+            unary(g, ta.clamp(-0.5, 0.8), |x| x.clamp(-0.5, 0.8), clamp_d),
+            "clamp",
+        ),
+        37 => match st.k % 3 {
+            0 => {
+                let p = g.positive(a);
+                (
+                    g.unary(g.t(p).log1p(), p, f64::ln_1p, |x, _| 1.0 / (1.0 + x)),
+                    "log1p",
+                )
+            }
+            1 => {
+                let t = g.unary(ta.tanh(), a, f64::tanh, |_, y| 1.0 - y * y);
+                (
+                    g.unary(g.t(t).expm1(), t, f64::exp_m1, |x, _| x.exp()),
+                    "expm1",
+                )
+            }
+            _ => {
+                let p = g.positive(a);
+                let f = |x: f64| 1.0 / x.sqrt();
+                (
+                    g.unary(g.t(p).rsqrt(), p, f, |x, _| -0.5 * x.powf(-1.5)),
+                    "rsqrt",
+                )
+            }
+        },
+        38 => {
+            let op = [Bin::Max, Bin::Min][st.k % 2];
+            (g.binary(a, b_any, op), ["maximum", "minimum"][st.k % 2])
+        }
+        39 => {
+            let cond = g.push(ta.gt(g.t(b)), Node::Gt(a, b));
+            let t = g.t(cond).where_cond(&ta, g.t(b));
+            (g.push(t, Node::Where(cond, a, b)), "where_cond(a > b)")
+        }
+        40 => (
+            g.push(ta.cumsum(st.k % 2), Node::Cumsum(a, st.k % 2)),
+            "cumsum",
+        ),
+        41 => {
+            let w = leaves[6];
+            let opts = pullback::ConvOptions {
+                padding: 1,
+                ..Default::default()
+            };
+            let t = ta
+                .reshape(&[1, 1, r, c])
+                .and_then(|x| x.conv2d(&g.t(w).reshape(&[1, 1, 3, 3])?, opts))
+                .and_then(|y| y.reshape(&[r, c]));
+            (g.push(t, Node::Conv(a, w)), "conv2d 3x3")
+        }
+        42 => (
+            g.push(ta.layer_norm(tape::LN_EPS as f32), Node::LayerNorm(a)),
+            "layer_norm",
+        ),
+        43 | 44 => {
+            // var or min over an axis (kept), multiplied back into the region.
+            let axis = st.k % 2;
+            let (t, kind) = if st.op == 43 {
+                (ta.var(&[axis], true), Red::Var)
+            } else {
+                (ta.min(axis, true), Red::Min)
+            };
+            let red = g.push(t, Node::Reduce(a, Some(axis), kind));
+            (g.times(a, red), ["var", "min"][usize::from(st.op - 43)])
+        }
+        45 => {
+            let axis = st.k % 2;
+            let n = [r, c][axis];
+            let idx: Vec<usize> = (0..n).rev().collect();
+            (g.push(ta.flip(&[axis]), Node::Index(a, axis, idx)), "flip")
+        }
         _ => (
             g.push(ta.log_softmax(1), Node::LogSoftmax(a)),
             "log_softmax",
@@ -396,6 +524,7 @@ fn check(p: &Program) -> Result<Worst, String> {
         vec![r, 1],
         vec![],
         vec![c, c],
+        vec![3, 3],
     ] {
         let data = sample(&mut rs, s.iter().product(), Dist::Uniform(-1.0, 1.0));
         let t = ok(dev.tensor(&data, &s)).requires_grad();
@@ -404,8 +533,15 @@ fn check(p: &Program) -> Result<Worst, String> {
     let mut region: Vec<usize> = vec![leaves[0], leaves[1]];
     let mut ops: Vec<&str> = vec![];
     for st in &p.steps {
-        let (i, name) = step(&mut g, st, &region, &leaves, &mut rs);
+        let (mut i, name) = step(&mut g, st, &region, &leaves, &mut rs);
         ops.push(name);
+        // Products of reductions, squares and cubes can grow past f32's
+        // range in 40 steps; values past BOUND are squashed by tanh.
+        if g.exact[i].v.iter().any(|x| x.abs() > BOUND) {
+            let t = g.t(i).tanh();
+            i = g.unary(t, i, f64::tanh, |_, y| 1.0 - y * y);
+            ops.push("tanh (bound)");
+        }
         region.push(i);
     }
     let out = g.exact.len() - 1;

@@ -20,6 +20,8 @@ pub enum Bin {
     Sub,
     Mul,
     Div,
+    Max,
+    Min,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +29,9 @@ pub enum Red {
     Sum,
     Mean,
     Max,
+    Min,
+    /// Population variance.
+    Var,
 }
 
 /// How a value was made. Reductions over `Some(axis)` keep the axis;
@@ -52,6 +57,37 @@ pub enum Node {
     Index(usize, usize, Vec<usize>),
     /// `[r, c]` logits → `[r]` losses.
     CrossEntropy(usize, Vec<usize>),
+    /// 1 where a > b, else 0 (no gradient).
+    Gt(usize, usize),
+    /// cond, on_true, on_false (all `[r, c]`).
+    Where(usize, usize, usize),
+    Cumsum(usize, usize),
+    /// x `[r, c]` ⋆ w `[3, 3]`, zero padding 1 (conv2d of one image, one channel).
+    Conv(usize, usize),
+    /// (x − mean)/√(var + LN_EPS) over axis 1.
+    LayerNorm(usize),
+}
+
+/// layer_norm's eps in the programs.
+pub const LN_EPS: f64 = 1e-5;
+
+/// Mean and σ = √(var + LN_EPS) of a row.
+pub fn moments(row: &[f64]) -> (f64, f64) {
+    let n = row.len() as f64;
+    let m = row.iter().sum::<f64>() / n;
+    let var = row.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n;
+    (m, (var + LN_EPS).sqrt())
+}
+
+/// The taps of the 3×3 convolution at output element e of `[r, c]`:
+/// (input index, weight index) pairs inside the image.
+pub fn conv_taps(r: usize, c: usize, e: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (i, j) = (e / c, e % c);
+    (0..9isize).filter_map(move |t| {
+        let (a, b) = (i as isize + t / 3 - 1, j as isize + t % 3 - 1);
+        let inside = a >= 0 && b >= 0 && a < r as isize && b < c as isize;
+        inside.then(|| (a as usize * c + b as usize, t as usize))
+    })
 }
 
 /// Flat index into `shape` of element `e` of `out` (`[r, c]`), broadcast.
@@ -67,12 +103,12 @@ pub fn bidx(shape: &[usize], out: &[usize], e: usize) -> usize {
 }
 
 /// Rows of a `[r, c]` value.
-fn rows(h: &H) -> impl Iterator<Item = &[f64]> {
+pub fn rows(h: &H) -> impl Iterator<Item = &[f64]> {
     h.v.chunks(h.shape[1].max(1))
 }
 
 /// log Σ exp of one row, shifted by its maximum.
-fn lse(row: &[f64]) -> f64 {
+pub fn lse(row: &[f64]) -> f64 {
     let m = row.iter().copied().fold(f64::MIN, f64::max);
     m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
 }
@@ -98,6 +134,8 @@ impl Tape {
                             Bin::Sub => x - z,
                             Bin::Mul => x * z,
                             Bin::Div => x / z,
+                            Bin::Max => x.max(z),
+                            Bin::Min => x.min(z),
                         }
                     })
                     .collect();
@@ -141,6 +179,12 @@ impl Tape {
                             Red::Sum => it.sum(),
                             Red::Mean => it.sum::<f64>() / g.len() as f64,
                             Red::Max => it.fold(f64::MIN, f64::max),
+                            Red::Min => it.fold(f64::MAX, f64::min),
+                            Red::Var => {
+                                let v: Vec<f64> = it.collect();
+                                let m = v.iter().sum::<f64>() / v.len() as f64;
+                                v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64
+                            }
                         }
                     })
                     .collect();
@@ -198,6 +242,58 @@ impl Tape {
                     .collect();
                 (vec![h(*x).shape[0]], v)
             }
+            Node::Gt(a, b) => {
+                let v = h(*a).v.iter().zip(&h(*b).v);
+                let v = v.map(|(x, y)| f64::from(u8::from(x > y))).collect();
+                (h(*a).shape.clone(), v)
+            }
+            Node::Where(cond, t, f) => {
+                let pick = |e: usize| {
+                    if h(*cond).v[e] != 0.0 {
+                        h(*t).v[e]
+                    } else {
+                        h(*f).v[e]
+                    }
+                };
+                (h(*t).shape.clone(), (0..h(*t).v.len()).map(pick).collect())
+            }
+            Node::Cumsum(x, axis) => {
+                let hx = h(*x);
+                let (r, c) = (hx.shape[0], hx.shape[1]);
+                let mut v = hx.v.clone();
+                for e in 0..r * c {
+                    let prev = if *axis == 0 {
+                        e.checked_sub(c)
+                    } else {
+                        (e % c > 0).then(|| e - 1)
+                    };
+                    if let Some(p) = prev {
+                        v[e] += v[p];
+                    }
+                }
+                (hx.shape.clone(), v)
+            }
+            Node::Conv(x, w) => {
+                let hx = h(*x);
+                let (r, c) = (hx.shape[0], hx.shape[1]);
+                let v = (0..r * c)
+                    .map(|e| {
+                        conv_taps(r, c, e)
+                            .map(|(xi, t)| hx.v[xi] * h(*w).v[t])
+                            .sum()
+                    })
+                    .collect();
+                (hx.shape.clone(), v)
+            }
+            Node::LayerNorm(x) => {
+                let v = rows(h(*x))
+                    .flat_map(|row| {
+                        let (m, s) = moments(row);
+                        row.iter().map(move |e| (e - m) / s)
+                    })
+                    .collect();
+                (h(*x).shape.clone(), v)
+            }
         };
         H { shape, v }
     }
@@ -230,6 +326,26 @@ impl Tape {
                 let v = [abs(*x)];
                 self.eval_with(Node::Reduce(0, *axis, Red::Sum), &v).v
             }
+            // Σ(x − m)²/n with m rounded: x² terms.
+            Node::Reduce(x, axis, Red::Var) => {
+                let sq = H {
+                    shape: vals[*x].shape.clone(),
+                    v: vals[*x].v.iter().map(|e| e * e).collect(),
+                };
+                self.eval_with(Node::Reduce(0, *axis, Red::Mean), &[sq]).v
+            }
+            Node::Cumsum(x, axis) => self.eval_with(Node::Cumsum(0, *axis), &[abs(*x)]).v,
+            Node::Conv(x, w) => self.eval_with(Node::Conv(0, 1), &[abs(*x), abs(*w)]).v,
+            // (x − m)/σ: x − m cancels to the size of |x| + |m|, over σ.
+            Node::LayerNorm(x) => {
+                let c = vals[*x].shape[1];
+                let t = rows(&vals[*x]).flat_map(|row| {
+                    let (m, s) = moments(row);
+                    let big = row.iter().fold(0.0f64, |a, e| a.max(e.abs()));
+                    (0..c).map(move |_| (big + m.abs()) / s)
+                });
+                t.zip(&mag).map(|(t, m)| t + m).collect()
+            }
             Node::Softmax(x)
             | Node::LogSoftmax(x)
             | Node::LogSumExp(x)
@@ -252,186 +368,5 @@ impl Tape {
         let mut nodes = vec![Node::Leaf; vals.len()];
         nodes.push(node);
         Tape { nodes }.eval(vals.len(), vals)
-    }
-}
-
-/// A derivative's own error when computed from an f32 value: WGSL's tanh,
-/// sigmoid, sin… are accurate to about 2.4e-6 absolutely (the spec's
-/// bounds, not correctly rounded), and a derivative such as 1 − y² of a
-/// saturated tanh inherits that error. Past |x| = 1 it grows with |x|:
-/// sin and cos reduce their argument in f32.
-pub const DERIV_ERROR: f64 = 2.4e-6;
-
-impl Tape {
-    /// Reverse mode over the tape at the values `vals`, for one cotangent
-    /// of the last node; returns the cotangents of the nodes `leaves`
-    /// (leaves or not). With `abs`,
-    /// every product and sum is of absolute values (plus [`DERIV_ERROR`]
-    /// per derivative): the result bounds Σ|terms| of each gradient element,
-    /// the scale its f32 rounding error grows with, also where the terms
-    /// cancel to 0 (softmax's gradients sum to 0).
-    pub fn vjp(&self, vals: &[H], g_out: &[f64], leaves: &[usize], abs: bool) -> Vec<Vec<f64>> {
-        self.vjp_scaled(vals, g_out, leaves, abs.then_some(1.0))
-    }
-
-    /// [`Tape::vjp`]; in abs mode (`Some(scale)`) each derivative's own
-    /// error is counted as [`DERIV_ERROR`]·(1 + |x|)·scale: a caller whose
-    /// tolerance is rtol·Σ|terms| passes 1/rtol, so that this error is
-    /// allowed absolutely rather than relatively.
-    pub fn vjp_scaled(
-        &self,
-        vals: &[H],
-        g_out: &[f64],
-        leaves: &[usize],
-        abs_scale: Option<f64>,
-    ) -> Vec<Vec<f64>> {
-        let abs = abs_scale.is_some();
-        let a = |x: f64| if abs { x.abs() } else { x };
-        let mut g: Vec<Vec<f64>> = vals.iter().map(|h| vec![0.0; h.v.len()]).collect();
-        if let Some(last) = g.last_mut() {
-            *last = g_out.iter().map(|&x| a(x)).collect();
-        }
-        for i in (0..self.nodes.len()).rev() {
-            let gi = g[i].clone();
-            let out = &vals[i];
-            match &self.nodes[i] {
-                Node::Leaf => {}
-                Node::Unary(x, _, df) => {
-                    for (e, &ge) in gi.iter().enumerate() {
-                        let d = df(vals[*x].v[e], out.v[e]);
-                        // f32 transcendentals lose absolute accuracy in
-                        // proportion to the argument (range reduction).
-                        let floor =
-                            DERIV_ERROR * (1.0 + vals[*x].v[e].abs()) * abs_scale.unwrap_or(0.0);
-                        g[*x][e] += ge * if abs { d.abs() + floor } else { d };
-                    }
-                }
-                Node::Binary(pa, pb, op) => {
-                    let (ha, hb) = (&vals[*pa], &vals[*pb]);
-                    for (e, &ge) in gi.iter().enumerate() {
-                        let ib = bidx(&hb.shape, &out.shape, e);
-                        let (x, y) = (ha.v[e], hb.v[ib]);
-                        let (da, db) = match op {
-                            Bin::Add => (1.0, 1.0),
-                            Bin::Sub => (1.0, -1.0),
-                            Bin::Mul => (y, x),
-                            Bin::Div => (1.0 / y, -x / (y * y)),
-                        };
-                        g[*pa][e] += ge * a(da);
-                        g[*pb][ib] += ge * a(db);
-                    }
-                }
-                Node::Matmul(x, w) => {
-                    let (r, c) = (out.shape[0], out.shape[1]);
-                    let p = vals[*x].shape[1];
-                    for (e, &gv) in gi.iter().enumerate() {
-                        let (i2, j) = (e / c, e % c);
-                        for q in 0..p {
-                            g[*x][i2 * p + q] += gv * a(vals[*w].v[q * c + j]);
-                            g[*w][q * c + j] += gv * a(vals[*x].v[i2 * p + q]);
-                        }
-                    }
-                    let _ = r;
-                }
-                Node::Reduce(x, axis, kind) => {
-                    let hx = &vals[*x];
-                    let (r, c) = (hx.shape[0], hx.shape[1]);
-                    let group = |e: usize| match axis {
-                        Some(0) => (e % c, r),
-                        Some(_) => (e / c, c),
-                        None => (0, r * c),
-                    };
-                    // max: all of it to the first maximal element of each
-                    // group (pullback's convention at ties).
-                    let mut taken = vec![false; out.v.len()];
-                    for (e, &xe) in hx.v.iter().enumerate() {
-                        let (o, n) = group(e);
-                        let w = match kind {
-                            Red::Sum => 1.0,
-                            Red::Mean => 1.0 / n as f64,
-                            Red::Max if !taken[o] && xe == out.v[o] => {
-                                taken[o] = true;
-                                1.0
-                            }
-                            Red::Max => 0.0,
-                        };
-                        g[*x][e] += gi[o] * w;
-                    }
-                }
-                Node::Softmax(x) => {
-                    let c = out.shape[1];
-                    for (row, (s, gr)) in rows(out).zip(gi.chunks(c)).enumerate() {
-                        let dot: f64 = s.iter().zip(gr).map(|(s, g)| s * g).sum();
-                        for j in 0..c {
-                            g[*x][row * c + j] += s[j] * (gr[j] + if abs { dot } else { -dot });
-                        }
-                    }
-                }
-                Node::LogSoftmax(x) | Node::CrossEntropy(x, _) => {
-                    // x − lse(x) with cotangent h reaches x as h − softmax·Σh;
-                    // cross-entropy is −(x − lse)[label]: h = −g at the label.
-                    let hx = &vals[*x];
-                    let c = hx.shape[1];
-                    for (row, xr) in rows(hx).enumerate() {
-                        let h: Vec<f64> = match &self.nodes[i] {
-                            Node::CrossEntropy(_, labels) => (0..c)
-                                .map(|j| if j == labels[row] { -gi[row] } else { 0.0 })
-                                .collect(),
-                            _ => gi[row * c..(row + 1) * c].to_vec(),
-                        };
-                        let total: f64 = h.iter().sum();
-                        let l = lse(xr);
-                        for (j, &xe) in xr.iter().enumerate() {
-                            let s = (xe - l).exp();
-                            g[*x][row * c + j] += if abs {
-                                h[j].abs() + s * total.abs()
-                            } else {
-                                h[j] - s * total
-                            };
-                        }
-                    }
-                }
-                Node::LogSumExp(x) => {
-                    let hx = &vals[*x];
-                    let c = hx.shape[1];
-                    for (e, &xe) in hx.v.iter().enumerate() {
-                        g[*x][e] += gi[e / c] * (xe - out.v[e / c]).exp();
-                    }
-                }
-                Node::Concat(pa, pb, k) => {
-                    let c = out.shape[1];
-                    for (e, &ge) in gi.iter().enumerate() {
-                        g[if e % c < *k { *pa } else { *pb }][e] += ge;
-                    }
-                }
-                Node::Transpose(x) => {
-                    let (c, r) = (out.shape[0], out.shape[1]);
-                    for (e, &ge) in gi.iter().enumerate() {
-                        g[*x][(e % r) * c + e / r] += ge;
-                    }
-                }
-                Node::Reshape(x, _) => {
-                    for (e, &ge) in gi.iter().enumerate() {
-                        g[*x][e] += ge;
-                    }
-                }
-                Node::Broadcast(x, shape) => {
-                    for (e, &ge) in gi.iter().enumerate() {
-                        g[*x][bidx(&vals[*x].shape, shape, e)] += ge;
-                    }
-                }
-                Node::Index(x, axis, idx) => {
-                    let c = out.shape[1];
-                    for (e, &ge) in gi.iter().enumerate() {
-                        let src = match axis {
-                            0 => idx[e / c] * c + e % c,
-                            _ => (e / c) * c + idx[e % c],
-                        };
-                        g[*x][src] += ge;
-                    }
-                }
-            }
-        }
-        leaves.iter().map(|&l| g[l].clone()).collect()
     }
 }
