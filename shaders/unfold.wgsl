@@ -13,27 +13,36 @@
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
+// Slot 0 as named lengths: image, output positions and kernel.
+struct Geometry {
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+}
+
+fn geometry() -> Geometry {
+    return Geometry(dim(0u, 0u), dim(0u, 1u), dim(0u, 2u), dim(0u, 3u), dim(0u, 4u), dim(0u, 5u));
+}
+
 @compute @workgroup_size(WG)
 fn unfold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = linear_id(wid, lid, nwg);
     if (o >= params.n) { return; }
-    let h_len = dim(0u, 0u);
-    let w_len = dim(0u, 1u);
-    let oh_len = dim(0u, 2u);
-    let ow_len = dim(0u, 3u);
-    let kh = dim(0u, 4u);
-    let kw = dim(0u, 5u);
-    let ow = o % ow_len;
-    let oh = (o / ow_len) % oh_len;
-    let j = (o / (ow_len * oh_len)) % kw;
-    let i = (o / (ow_len * oh_len * kw)) % kh;
-    let b = o / (ow_len * oh_len * kw * kh);
+    let g = geometry();
+    let ow = o % g.ow;
+    let oh = (o / g.ow) % g.oh;
+    let j = (o / (g.ow * g.oh)) % g.kw;
+    let i = (o / (g.ow * g.oh * g.kw)) % g.kh;
+    let b = o / (g.ow * g.oh * g.kw * g.kh);
     let h = i32(oh * dim(1u, 0u) + i * dim(1u, 4u)) - i32(dim(1u, 2u));
     let w = i32(ow * dim(1u, 1u) + j * dim(1u, 5u)) - i32(dim(1u, 3u));
     var v = 0.0;
-    if (h >= 0 && h < i32(h_len) && w >= 0 && w < i32(w_len)) {
-        v = src[b * h_len * w_len + u32(h) * w_len + u32(w)];
+    if (h >= 0 && h < i32(g.h) && w >= 0 && w < i32(g.w)) {
+        v = src[(b * g.h + u32(h)) * g.w + u32(w)];
     }
     dst[o] = v;
 }
@@ -53,23 +62,18 @@ fn fold(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = linear_id(wid, lid, nwg);
     if (e >= params.n) { return; }
-    let h_len = dim(0u, 0u);
-    let w_len = dim(0u, 1u);
-    let oh_len = dim(0u, 2u);
-    let ow_len = dim(0u, 3u);
-    let kh = dim(0u, 4u);
-    let kw = dim(0u, 5u);
-    let w = e % w_len;
-    let h = (e / w_len) % h_len;
-    let b = e / (w_len * h_len);
+    let g = geometry();
+    let w = e % g.w;
+    let h = (e / g.w) % g.h;
+    let b = e / (g.w * g.h);
     var acc = 0.0;
-    for (var i = 0u; i < kh; i++) {
-        let oh = window_of(h, i, dim(1u, 0u), dim(1u, 2u), dim(1u, 4u), oh_len);
+    for (var i = 0u; i < g.kh; i++) {
+        let oh = window_of(h, i, dim(1u, 0u), dim(1u, 2u), dim(1u, 4u), g.oh);
         if (oh < 0) { continue; }
-        for (var j = 0u; j < kw; j++) {
-            let ow = window_of(w, j, dim(1u, 1u), dim(1u, 3u), dim(1u, 5u), ow_len);
+        for (var j = 0u; j < g.kw; j++) {
+            let ow = window_of(w, j, dim(1u, 1u), dim(1u, 3u), dim(1u, 5u), g.ow);
             if (ow < 0) { continue; }
-            acc += src[(((b * kh + i) * kw + j) * oh_len + u32(oh)) * ow_len + u32(ow)];
+            acc += src[(((b * g.kh + i) * g.kw + j) * g.oh + u32(oh)) * g.ow + u32(ow)];
         }
     }
     dst[e] = acc;

@@ -31,21 +31,7 @@ fn check(
     f: impl Fn(f64) -> f64,
     df: impl Fn(f64) -> f64,
 ) {
-    let mut family = Report::default();
-    for shape in SHAPES {
-        let r = VjpCheck::new(format!("{name} {shape:?}"))
-            .input(shape, dist)
-            .output(shape)
-            .forward_tol(tol)
-            .vjp_tol(tol)
-            .run(
-                |x| gpu(&x[0]),
-                |x| x[0].iter().map(|&a| f(a)).collect(),
-                |x, v| vec![x[0].iter().zip(v).map(|(&a, &g)| g * df(a)).collect()],
-            );
-        family = family.merge(r);
-    }
-    family.print(&format!("family {name}"));
+    check_unary_family(name, SHAPES, dist, tol, tol, gpu, f, df);
 }
 
 fn phi(x: f64) -> f64 {

@@ -294,3 +294,34 @@ impl VjpCheck {
         report
     }
 }
+
+/// Checks an elementwise unary op over `shapes` with inputs from `dist`
+/// against the f64 function `f` and its derivative `df` (all of
+/// [`VjpCheck`]'s stages), and prints the family's worst errors.
+#[allow(clippy::too_many_arguments)]
+pub fn check_unary_family(
+    name: &str,
+    shapes: &[&[usize]],
+    dist: Dist,
+    forward_tol: Tol,
+    vjp_tol: Tol,
+    gpu: impl Fn(&Tensor) -> pullback::Result<Tensor>,
+    f: impl Fn(f64) -> f64,
+    df: impl Fn(f64) -> f64,
+) {
+    let mut family = Report::default();
+    for shape in shapes {
+        let r = VjpCheck::new(format!("{name} {shape:?}"))
+            .input(shape, dist)
+            .output(shape)
+            .forward_tol(forward_tol)
+            .vjp_tol(vjp_tol)
+            .run(
+                |x| gpu(&x[0]),
+                |x| x[0].iter().map(|&a| f(a)).collect(),
+                |x, v| vec![x[0].iter().zip(v).map(|(&a, &g)| g * df(a)).collect()],
+            );
+        family = family.merge(r);
+    }
+    family.print(&format!("family {name}"));
+}
