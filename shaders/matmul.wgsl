@@ -91,9 +91,16 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             for (var c = 0u; c < 4u; c++) {
                 let j = col0 + tx * 4u + c;
                 if (j < n) {
-                    // C is [*batch, M, N_IN], contiguous.
-                    let zj = z + j / n_in;
-                    c_buf[(zj * m + i) * n_in + j % n_in] = acc[r][c];
+                    // C is [*batch, M, N_IN], contiguous; with x2 set, this
+                    // product is the transpose of the one asked for (a
+                    // narrow product computed as Cᵀ = Bᵀ·Aᵀ so that its many
+                    // rows fill the tiles' columns; no batch): store Cᵀ.
+                    if (params.x2 != 0u) {
+                        c_buf[j * m + i] = acc[r][c];
+                    } else {
+                        let zj = z + j / n_in;
+                        c_buf[(zj * m + i) * n_in + j % n_in] = acc[r][c];
+                    }
                 }
             }
         }

@@ -103,10 +103,11 @@ fn gemm(
     b: &Operand,
 ) -> Result<Storage> {
     let z = numel(batch);
-    // Narrow on CPU adapters: few columns would leave most SIMD lanes of
-    // the lanes kernel idle, so compute Cᵀ = Bᵀ·Aᵀ (transposes are swapped
-    // strides) and store it transposed.
-    if dev.lane_gemm() && z == 1 && n <= NARROW && m >= 4 * n {
+    // Narrow: few columns would leave most SIMD lanes of the lanes kernel
+    // idle, and most columns of a 64×64 tile empty, so compute Cᵀ = Bᵀ·Aᵀ
+    // (transposes are swapped strides) and store it transposed. Both
+    // schedules do.
+    if z == 1 && n <= NARROW && m >= 4 * n {
         let bt = Operand {
             buf: b.buf,
             rs: b.cs,

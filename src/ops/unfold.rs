@@ -23,6 +23,9 @@ const FOLD: Kernel = Kernel {
     bindings: &[(1, Access::Read), (2, Access::Write)],
 };
 
+/// Positions one unfold or fold invocation writes (`RUN` in unfold.wgsl).
+const RUN: usize = 32;
+
 /// Window geometry per spatial axis (height, width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Window {
@@ -87,12 +90,14 @@ pub(crate) fn unfold(x: &Tensor, win: Window, op: &'static str) -> Result<Tensor
     let dev = x.device();
     let out = dev.alloc("unfold output", total)?;
     if total > 0 {
+        // One invocation per run of RUN (unfold.wgsl) positions of a row.
+        let runs = (total / ow) * ow.div_ceil(RUN);
         dev.dispatch(
             &UNFOLD_KERNEL,
             &[],
-            &win.params(total, (h, w), (oh, ow)),
+            &win.params(runs, (h, w), (oh, ow)),
             &[&x.inner.data, &out],
-            groups_for(total as u64),
+            groups_for(runs as u64),
         );
     }
     Ok(record(dev, Op::Unfold(win), &[x], out, shape))
@@ -107,12 +112,15 @@ pub(crate) fn vjp(cx: &VjpCtx, win: Window) -> Result<Contributions> {
     let total = cx.k * numel(in_shape);
     let out = cx.dev.alloc("fold output", total)?;
     if total > 0 {
+        // One invocation per run of RUN positions of an input row.
+        let runs = (total / w) * w.div_ceil(RUN);
+        let unit = win.stride == [1, 1];
         cx.dev.dispatch(
             &FOLD,
-            &[],
-            &win.params(total, (h, w), (oh, ow)),
+            &[("UNIT_STRIDE", crate::ops::flag(unit))],
+            &win.params(runs, (h, w), (oh, ow)),
             &[cx.g, &out],
-            groups_for(total as u64),
+            groups_for(runs as u64),
         );
     }
     Ok(vec![Some(Arc::new(out))])
