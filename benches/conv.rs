@@ -7,6 +7,9 @@
 //! - the same convolution as explicit im2col from public ops (pad, narrow,
 //!   stack, reshape) + matmul, forward and K = 16, next to `conv2d`'s
 //!   unfold kernel + GEMM;
+//! - a direct convolution kernel (`benches/conv_direct.wgsl`, one
+//!   invocation per output, 144 products each), forward only: what
+//!   unfold + GEMM is measured against;
 //! - the FMA kernel, the adapter's attainable rate, for the fractions.
 //!
 //! Every timed iteration ends with the GPU idle (`dev.synchronize()`).
@@ -16,7 +19,7 @@ mod common;
 use std::time::Duration;
 
 use common::workloads::{FMA_FLOP, fma_kernel};
-use common::{RunFacts, measured, values};
+use common::{RawKernel, RunFacts, measured, values};
 use criterion::{Criterion, SamplingMode, Throughput};
 use pullback::{ConvOptions, Device, Tensor};
 
@@ -107,6 +110,20 @@ fn main() {
         .measurement_time(Duration::from_secs(4))
         .configure_from_args();
     let conv = Conv::new(&dev);
+    let direct = {
+        let x = RawKernel::buffer(&dev, 0, Some(&values(N * C * S * S, 1)));
+        let w = RawKernel::buffer(&dev, 0, Some(&values(O * C * 9, 2)));
+        let y = RawKernel::buffer(&dev, (N * O * S * S * 4) as u64, None);
+        let groups = (N * O * S * S).div_ceil(256) as u32;
+        let src = include_str!("conv_direct.wgsl");
+        RawKernel::new(
+            &dev,
+            src,
+            "conv_direct",
+            &[(&x, true), (&w, true), (&y, false)],
+            groups,
+        )
+    };
     let fma = fma_kernel(&dev);
     dev.synchronize().unwrap();
     type Case<'a> = ((&'static str, &'static str), u64, Box<dyn Fn() + 'a>);
@@ -137,6 +154,11 @@ fn main() {
             Box::new(|| conv.vjp(true, true)),
         ),
         (
+            ("conv2d_direct_kernel", "forward"),
+            FLOP,
+            Box::new(|| direct.run()),
+        ),
+        (
             ("fma_peak", "wgsl_vec4_fma"),
             FMA_FLOP,
             Box::new(|| fma.run()),
@@ -161,7 +183,7 @@ fn main() {
         (s, flop as f64 / s / 1e9, src)
     };
     let (_, fma_rate, _) = rate(("fma_peak", "wgsl_vec4_fma"), FMA_FLOP, &|| fma.run());
-    for (id, flop, f) in &cases[..5] {
+    for (id, flop, f) in &cases[..6] {
         let (s, gf, src) = rate(*id, *flop, f.as_ref());
         println!(
             "{:<24} {:<16} {:9.2} ms {:8.2} GFLOP/s  {:.3} of FMA ({fma_rate:.1})  [{src}]",
