@@ -377,3 +377,46 @@ fn bad_wgsl_is_an_error_with_naga_message_and_line() {
     assert_usable(dev());
     diffusion(dev());
 }
+
+/// A custom op declared to keep rows apart joins per-example passes: the
+/// diffusion stencil runs along each example's row of `[B, n]` data, and a
+/// shared weight multiplies the result. Per-example gradients of the
+/// weight equal B single VJPs; without the declaration the pass refuses.
+#[test]
+fn a_custom_op_that_keeps_rows_apart_joins_per_example_passes() {
+    let dev = dev();
+    let rowwise = ok(CustomOp::builder("diffusion_rows")
+        .forward(FORWARD)
+        .adjoint(ADJOINT)
+        .keeps_rows_apart()
+        .build(dev));
+    let (b, n) = (4, 9);
+    let mut r = rng(seed_of("rowwise"));
+    let data = tensor(&sample(&mut r, b * n, Dist::Uniform(-1.0, 1.0)), &[b, n]);
+    let w = tensor(&sample(&mut r, n, Dist::Uniform(-1.0, 1.0)), &[n]).requires_grad();
+    let loss = |x: &Tensor| -> pullback::Result<Tensor> {
+        let u = rowwise.apply(&[&x.mul(&w)?], &[ALPHA as f32, BETA as f32])?;
+        u.square()?.sum(&[1], false)
+    };
+    let l = ok(loss(&data));
+    let each = read(&ok(pullback::per_example_grads(&l, &[&w]))[0]);
+    for e in 0..b {
+        let mut onehot = vec![0.0; b];
+        onehot[e] = 1.0;
+        let single = ok(pullback::vjp(&[&l], &[&tensor(&onehot, &[b])], &[&w]));
+        let single = read(&single[0]);
+        for (a, s) in each[e * n..(e + 1) * n].iter().zip(&single) {
+            assert!(
+                (a - s).abs() <= 1e-6 * s.abs().max(1.0),
+                "example {e}: {a} vs {s}"
+            );
+        }
+    }
+    // The same op without the declaration is refused, naming it.
+    let plain = diffusion(dev);
+    let l2 = ok(ok(ok(plain.apply(&[&ok(data.mul(&w))], &[0.1, 0.0])).square()).sum(&[1], false));
+    expect_err(
+        pullback::per_example_grads(&l2, &[&w]),
+        &["diffusion_step", "keeps_rows_apart"],
+    );
+}

@@ -80,6 +80,8 @@ pub(crate) struct CustomDef {
     inputs: usize,
     shape: ShapeRule,
     pub saves: Vec<Saved>,
+    /// Output row b (axis 0) depends on row b of each input only.
+    pub rowwise: bool,
     forward: Entry,
     adjoints: Vec<Entry>,
 }
@@ -96,8 +98,9 @@ impl std::fmt::Debug for CustomDef {
 /// [`CustomOp::builder`], applied with [`CustomOp::apply`]; the result
 /// joins the graph like a built-in op (pruning, pooled buffers, one submit
 /// per pass, `vjp_batched`, chunking under a memory budget, Jacobians,
-/// [`crate::gradcheck`]). Per-example passes refuse custom ops: pullback
-/// cannot tell whether a kernel keeps the examples apart.
+/// [`crate::gradcheck`]). Per-example passes refuse custom ops unless
+/// they are declared [`CustomOpBuilder::keeps_rows_apart`]: pullback
+/// cannot tell from a kernel whether it keeps the examples apart.
 ///
 /// # Conventions
 ///
@@ -141,6 +144,7 @@ pub struct CustomOpBuilder {
     inputs: usize,
     shape: Option<ShapeRule>,
     saves: Vec<CustomSave>,
+    rowwise: bool,
 }
 
 impl CustomOp {
@@ -154,6 +158,7 @@ impl CustomOp {
             inputs: 1,
             shape: None,
             saves: Vec::new(),
+            rowwise: false,
         }
     }
 
@@ -299,6 +304,16 @@ impl CustomOpBuilder {
         self
     }
 
+    /// Declares that the op keeps rows apart along axis 0: output row b
+    /// depends on row b of every input only (every input has the output's
+    /// axis 0). Per-example passes (`per_example_grads`) then accept the op,
+    /// with the inputs' axis 0 as the example axis; without it they refuse
+    /// custom ops, since pullback cannot read that from the kernels.
+    pub fn keeps_rows_apart(mut self) -> Self {
+        self.rowwise = true;
+        self
+    }
+
     /// Validates both sources with naga, checks entry points and bindings
     /// against the conventions of [`CustomOp`] and compiles the kernels on
     /// `dev`. Errors: [`Error::Wgsl`] with naga's message and line, or
@@ -364,6 +379,7 @@ impl CustomOpBuilder {
                     .shape
                     .unwrap_or_else(|| Arc::new(|shapes, _| Ok(shapes[0].to_vec()))),
                 saves,
+                rowwise: self.rowwise,
                 forward,
                 adjoints,
             }),

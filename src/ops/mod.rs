@@ -215,9 +215,20 @@ impl Op {
             Op::IndexSelect { axis, .. } => refuse_axis_0(*axis, "selects examples"),
             Op::Cumsum { axis } => refuse_axis_0(*axis, "sums cumulatively"),
             Op::Unfold(_) => Ok(same()),
+            Op::Custom(def, _) if def.rowwise => {
+                match inputs.iter().find(|i| i.shape.first() != Some(&b)) {
+                    None => Ok(same()),
+                    Some(i) => Err(format!(
+                        "`{}` keeps rows apart, but its input of shape {:?} does not carry \
+                         the {b} examples along axis 0 (shared values must enter through \
+                         built-in ops)",
+                        def.name, i.shape
+                    )),
+                }
+            }
             Op::Custom(def, _) => Err(format!(
                 "`{}` is a custom op, and pullback cannot tell whether its kernels keep \
-                 the examples apart",
+                 the examples apart (declare it with CustomOpBuilder::keeps_rows_apart)",
                 def.name
             )),
         }
