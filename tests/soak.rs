@@ -1,4 +1,5 @@
-//! Soak: many training steps of the MLP example's model (forward, backward,
+//! Soak: many training steps of the MLP example's model, and of a small CNN
+//! (forward, backward,
 //! readback of the loss, an SGD step). Live bytes return to the same value
 //! after every step, the pool stops creating buffers after the first steps,
 //! and so do readback staging buffers. CI runs 500 steps; the 10,000-step
@@ -42,7 +43,25 @@ impl Model {
             seed: ok(dev.full(&[B], 1.0 / B as f32)),
         }
     }
+}
 
+/// One training step: forward, backward, readback of the loss, SGD.
+trait Step {
+    fn step(&mut self) -> f32;
+}
+
+/// SGD on tracked parameters from their `.grad()`.
+fn sgd(params: &[Tensor], lr: f32) -> Vec<Tensor> {
+    params
+        .iter()
+        .map(|p| {
+            let g = p.grad().expect("every parameter has a gradient");
+            ok(p.detach().sub(&ok(g.mul_scalar(lr)))).requires_grad()
+        })
+        .collect()
+}
+
+impl Step for Model {
     /// One step; returns the mean loss (read back every step).
     fn step(&mut self) -> f32 {
         let p = &self.params;
@@ -50,15 +69,50 @@ impl Model {
         let loss = ok(ok(ok(h.matmul(&p[2])).add(&p[3])).cross_entropy(&self.labels));
         ok(loss.backward_with(&self.seed));
         let mean = read(&loss).iter().sum::<f32>() / B as f32;
-        let next = self
-            .params
-            .iter()
-            .map(|p| {
-                let g = p.grad().expect("every parameter has a gradient");
-                ok(p.detach().sub(&ok(g.mul_scalar(0.5)))).requires_grad()
-            })
-            .collect();
-        self.params = next;
+        self.params = sgd(&self.params, 0.5);
+        mean
+    }
+}
+
+/// A small CNN: conv2d (padding 1) → gelu → max_pool2d → flatten →
+/// matmul → cross_entropy, on 16 random 8×8 images.
+struct Cnn {
+    x: Tensor,
+    labels: Vec<u32>,
+    params: Vec<Tensor>,
+    seed: Tensor,
+}
+
+impl Cnn {
+    fn new(dev: &Device) -> Cnn {
+        let mut r = rng(seed_of("soak cnn"));
+        let mut u = |shape: &[usize], s: f32| {
+            ok(dev.tensor(&sample(&mut r, numel(shape), Dist::Uniform(-s, s)), shape))
+        };
+        Cnn {
+            x: u(&[16, 1, 8, 8], 1.0),
+            labels: (0..16).map(|b| (b % 3) as u32).collect(),
+            params: vec![
+                u(&[4, 1, 3, 3], 0.5).requires_grad(),
+                u(&[64, 3], 0.2).requires_grad(),
+            ],
+            seed: ok(dev.full(&[16], 1.0 / 16.0)),
+        }
+    }
+}
+
+impl Step for Cnn {
+    fn step(&mut self) -> f32 {
+        let p = &self.params;
+        let opts = pullback::ConvOptions {
+            padding: 1,
+            ..Default::default()
+        };
+        let f = ok(ok(ok(self.x.conv2d(&p[0], opts)).gelu()).max_pool2d(2, 2));
+        let loss = ok(ok(ok(f.flatten(1, 3)).matmul(&p[1])).cross_entropy(&self.labels));
+        ok(loss.backward_with(&self.seed));
+        let mean = read(&loss).iter().sum::<f32>() / 16.0;
+        self.params = sgd(&self.params, 0.2);
         mean
     }
 }
@@ -67,7 +121,17 @@ impl Model {
 /// staging creations must not change. Returns the first and last loss.
 fn soak(steps: usize, warm: usize, rss_check: bool) -> (f32, f32) {
     let dev = fresh_device();
-    let mut model = Model::new(&dev);
+    let model = Model::new(&dev);
+    soak_model(&dev, model, steps, warm, rss_check)
+}
+
+fn soak_model(
+    dev: &Device,
+    mut model: impl Step,
+    steps: usize,
+    warm: usize,
+    rss_check: bool,
+) -> (f32, f32) {
     let first = model.step();
     let mut last = first;
     let mut settled = None;
@@ -114,6 +178,16 @@ fn resident_kib() -> u64 {
 #[test]
 fn five_hundred_steps_hold_memory_flat() {
     let (first, last) = soak(500, 20, false);
+    assert!(last < first, "training lowers the loss: {first} -> {last}");
+}
+
+/// The convolution path (unfold, fold, GEMM, max through its argmax,
+/// gelu's fused adjoint) holds memory flat too.
+#[test]
+fn a_cnn_holds_memory_flat() {
+    let dev = fresh_device();
+    let model = Cnn::new(&dev);
+    let (first, last) = soak_model(&dev, model, 200, 20, false);
     assert!(last < first, "training lowers the loss: {first} -> {last}");
 }
 
