@@ -1,8 +1,7 @@
 //! Soak: many training steps of the MLP example's model, and of a small CNN
-//! (forward, backward,
-//! readback of the loss, an SGD step). Live bytes return to the same value
-//! after every step, the pool stops creating buffers after the first steps,
-//! and so do readback staging buffers. CI runs 500 steps; the 10,000-step
+//! (forward, backward, readback of the loss, an SGD step). Live bytes return
+//! to the same value after every step, the pool stops creating buffers after
+//! the first steps, and so do readback staging buffers. CI runs 500 steps; the 10,000-step
 //! run with the process's resident memory is `--ignored`
 //! (`cargo test --release --test soak -- --ignored`).
 
