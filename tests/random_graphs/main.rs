@@ -7,15 +7,19 @@
 //! ops in f64, forward and reverse, written here for the test and never
 //! used by the engine. A failure shrinks to a minimal program and prints it.
 //!
-//! Ops: every unary op (log, sqrt and powf 1.5 of a positive value σ(x) + ½,
-//! exp of tanh(x), sin and cos of values up to 100, of tanh(x) beyond); add, sub, mul and div (by σ(x) + ½) with broadcasting;
-//! matmul by a [c, c] input; sum / mean / max over an axis and sum / mean
-//! over both (multiplied back into the region); softmax, log_softmax,
-//! logsumexp and cross_entropy over axis 1; narrow + concat; permute +
-//! reshape; broadcast_to; index_select with repeated indices. Ties at a
-//! max follow pullback's convention: the first maximal element takes the
-//! gradient. A value larger than 1e3 in magnitude is passed through tanh
-//! before later steps use it, so that no program overflows f32.
+//! Ops: every unary op (log, sqrt, powf 1.5, log1p and rsqrt of a positive
+//! value σ(x) + ½; exp and expm1 of tanh(x); sin and cos of values up to
+//! 100, of tanh(x) beyond); add, sub, mul, div (by σ(x) + ½), maximum and
+//! minimum with broadcasting; where_cond(a > b, a, b); matmul by a [c, c]
+//! input; sum / mean / max / min / var over an axis and sum / mean over
+//! both (multiplied back into the region); softmax, log_softmax,
+//! logsumexp and cross_entropy over axis 1; cumsum; layer_norm; a 3×3
+//! conv2d; narrow + concat; permute + reshape; broadcast_to; index_select
+//! with repeated indices; flip; a custom op (the WGSL of x·tanh x, through
+//! `CustomOp`). Ties at a max follow pullback's convention: the first
+//! maximal element takes the gradient. A value larger than 1e3 in
+//! magnitude is passed through tanh before later steps use it, so that no
+//! program overflows f32.
 //!
 //! What is compared, and why op by op. Each device value is compared with
 //! its op evaluated in f64 on the device's own inputs (read back), and the
@@ -70,7 +74,7 @@ const BOUND: f64 = 1e3;
 /// sin and cos take arguments up to this size (larger go through tanh).
 const TRIG_RANGE: f64 = 100.0;
 /// Op codes drawn per step.
-const OPS: u8 = 46;
+const OPS: u8 = 47;
 
 /// One step of a program: an op and operand picks (taken modulo the
 /// number of values so far, so any shrunk program is valid).
@@ -108,6 +112,41 @@ fn program() -> impl Strategy<Value = Program> {
             steps,
             seed,
         })
+}
+
+/// A custom op (the user's WGSL) in the programs: y = x·tanh x, saving x.
+fn x_tanh_x() -> &'static pullback::CustomOp {
+    static OP: std::sync::OnceLock<pullback::CustomOp> = std::sync::OnceLock::new();
+    OP.get_or_init(|| {
+        let forward = "
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) li: u32) {
+    let t = pb_thread(wid, nwg, li);
+    // tanh through exp overflows past |x| ≈ 44 on some drivers: clamp.
+    if (t < pb.threads) { y[t] = x[t] * tanh(clamp(x[t], -15.0, 15.0)); }
+}";
+        let adjoint = "
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@compute @workgroup_size(64)
+fn adjoint_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) li: u32) {
+    let t = pb_thread(wid, nwg, li);
+    if (t >= pb.threads) { return; }
+    let v = x[t % pb.n_in];
+    let th = tanh(clamp(v, -15.0, 15.0));
+    c[t] = g[t] * (th + v * (1.0 - th * th));
+}";
+        ok(pullback::CustomOp::builder("x_tanh_x")
+            .forward(forward)
+            .adjoint(adjoint)
+            .saves(&[pullback::CustomSave::Input(0)])
+            .build(common::dev()))
+    })
 }
 
 fn sig(x: f64) -> f64 {
@@ -472,6 +511,18 @@ fn step(
             let idx: Vec<usize> = (0..n).rev().collect();
             (g.push(ta.flip(&[axis]), Node::Index(a, axis, idx)), "flip")
         }
+        46 => (
+            unary(
+                g,
+                x_tanh_x().apply(&[&ta], &[]),
+                |x| x * x.tanh(),
+                |x, _| {
+                    let t = x.tanh();
+                    t + x * (1.0 - t * t)
+                },
+            ),
+            "custom x·tanh x",
+        ),
         _ => (
             g.push(ta.log_softmax(1), Node::LogSoftmax(a)),
             "log_softmax",
