@@ -78,7 +78,9 @@ impl Tensor {
     ///
     /// The values are the first `numel` f32s ([`Tensor::wgpu_binding`]
     /// gives exactly that range): a pooled buffer can be larger. Read it
-    /// only: tensors are immutable, and graphs may have saved this one.
+    /// only: tensors are immutable, and graphs may have saved this one. Do
+    /// not keep a clone of the `wgpu::Buffer` past the tensor: once the
+    /// tensor is dropped its buffer goes back to the pool and is reused.
     pub fn wgpu_buffer(&self) -> Result<&wgpu::Buffer> {
         self.device().flush()?;
         Ok(self.inner.data.buffer())
