@@ -168,6 +168,10 @@ fn gelu_tanh_d(x: f64, _: f64) -> f64 {
     let t = (K0 * (x + 0.044715 * x.powi(3))).tanh();
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * K0 * (1.0 + 3.0 * 0.044715 * x * x)
 }
+/// log(1 + eˣ) without overflow: max(x, 0) + log1p(e^−|x|).
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
 fn silu_d(x: f64, _: f64) -> f64 {
     sig(x) * (1.0 + x * (1.0 - sig(x)))
 }
@@ -431,10 +435,7 @@ fn step(
             "gelu_tanh",
         ),
         32 => (unary(g, ta.silu(), |x| x * sig(x), silu_d), "silu"),
-        33 => (
-            unary(g, ta.softplus(), |x| x.exp().ln_1p(), |x, _| sig(x)),
-            "softplus",
-        ),
+        33 => (unary(g, ta.softplus(), softplus, |x, _| sig(x)), "softplus"),
         34 => (unary(g, ta.elu(0.7), elu, elu_d), "elu"),
         35 => (unary(g, ta.leaky_relu(0.1), leaky, leaky_d), "leaky_relu"),
         36 => (
