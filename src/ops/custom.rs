@@ -127,6 +127,8 @@ impl std::fmt::Debug for CustomDef {
 ///   `t / pb.n_in`, element `t % pb.n_in`.
 /// - Workgroup sizes are literal (`@workgroup_size(64)`); group 0 only;
 ///   at most 4 inputs, 16 scalars, rank 6.
+/// - Keep each invocation's loops short: lavapipe (llvmpipe) silently
+///   stops an invocation's loops after 65535 iterations in all.
 ///
 /// The WGSL is parsed, validated and compiled when the op is built; a
 /// mistake comes back as [`Error::Wgsl`] with naga's message and line.
