@@ -51,8 +51,8 @@ fn kahan_add(sc: vec2<f32>, x: f32, one: f32) -> vec2<f32> {
 // llvmpipe (lavapipe) silently stops an invocation's loops after 65535
 // iterations in all (gallivm's guard against endless loops; nesting does
 // not help): one invocation must not loop over more than that. Kernels
-// that walk a long axis split it into pieces of at most LOOP_PIECE.
-const LOOP_PIECE: u32 = 32768u;
+// that walk a long axis are handed pieces of at most LOOP_PIECE
+// (src/kernels.rs) by the host.
 
 // Overrides several kernels share (declared once, so that modules composed
 // of several ops' files, the fused adjoints, declare each once):

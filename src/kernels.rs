@@ -9,6 +9,14 @@ use std::sync::{Arc, Mutex};
 /// Workgroup size shared by every kernel (`WG` in `shaders/common.wgsl`).
 pub(crate) const WG: u32 = 256;
 
+/// The most iterations a kernel's invocation is given to loop over along
+/// a data-sized count: llvmpipe (lavapipe) silently stops an invocation's
+/// loops after 65535 iterations in all, so long axes and contractions are
+/// cut into pieces of this many (max, cumsum, the GEMM's contraction on
+/// CPU adapters) and a pass's K rows are bounded by it
+/// (`Device::loop_limit`).
+pub(crate) const LOOP_PIECE: usize = 32768;
+
 /// How a kernel uses one storage binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Access {

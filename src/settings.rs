@@ -27,10 +27,11 @@ impl Device {
     /// The most loop iterations one invocation may run, where the driver
     /// bounds it: llvmpipe (lavapipe) silently stops an invocation's loops
     /// after 65535 iterations in all. Kernels that walk a long axis in one
-    /// invocation split it below this (`LOOP_PIECE` in `common.wgsl`).
+    /// invocation split it below this (`LOOP_PIECE` in `kernels.rs`).
     /// Other CPU drivers are treated alike, at the cost of a split.
     pub(crate) fn loop_limit(&self) -> Option<usize> {
-        (self.adapter_info().device_type == wgpu::DeviceType::Cpu).then_some(32768)
+        (self.adapter_info().device_type == wgpu::DeviceType::Cpu)
+            .then_some(crate::kernels::LOOP_PIECE)
     }
 
     /// Whether GEMMs run `matmul_lanes.wgsl` rather than `matmul.wgsl`

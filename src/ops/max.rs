@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::error::{Result, invalid};
-use crate::kernels::{Access, Kernel, MAX, Params, groups_for};
+use crate::kernels::{Access, Kernel, LOOP_PIECE, MAX, Params, groups_for};
 use crate::ops::layout::check_axis;
 use crate::ops::reduce::reduced_shape;
 use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, record_with_aux};
@@ -28,9 +28,8 @@ const FORWARD_BLOCKS: Kernel = Kernel {
         (4, Access::Read),
     ],
 };
-/// Elements one invocation compares (lavapipe stops an invocation's loops
-/// after 65535 iterations; `LOOP_PIECE` in `shaders/common.wgsl`).
-const BLOCK: usize = 32768;
+/// Elements one invocation compares (see `LOOP_PIECE`).
+const BLOCK: usize = LOOP_PIECE;
 const ADJOINT: Kernel = Kernel {
     module: &MAX,
     entry: "adjoint",

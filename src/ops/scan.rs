@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::kernels::{Access, Kernel, Params, SCAN, groups_for};
+use crate::kernels::{Access, Kernel, LOOP_PIECE, Params, SCAN, groups_for};
 use crate::ops::layout::check_axis;
 use crate::ops::{Contributions, Op, VjpCtx, check_operands, flag, record};
 use crate::pool::Storage;
@@ -29,10 +29,9 @@ const OFFSETS: Kernel = Kernel {
     bindings: BINDINGS,
 };
 
-/// Elements one invocation scans (`LOOP_PIECE` in `shaders/common.wgsl`:
-/// lavapipe stops an invocation's loops after 65535 iterations). Lines up
-/// to this long take one dispatch; longer ones three.
-const BLOCK: usize = 32768;
+/// Elements one invocation scans (see `LOOP_PIECE`). Lines up to this
+/// long take one dispatch; longer ones three.
+const BLOCK: usize = LOOP_PIECE;
 
 /// Runs the scan over `rows` copies of `shape` (K cotangent rows or 1).
 fn scan(
