@@ -84,8 +84,12 @@ impl Tensor {
     /// Population variance over `axes` (ddof = 0): mean((x − mean x)²),
     /// built from primitives, so its gradient is 2(x − mean x)/n.
     pub fn var(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
-        let centred = self.sub(&self.mean(axes, true)?)?;
-        centred.square()?.mean(axes, keepdim)
+        self.centred(axes)?.square()?.mean(axes, keepdim)
+    }
+
+    /// x − mean(x) over `axes` (var and layer_norm).
+    fn centred(&self, axes: &[usize]) -> Result<Tensor> {
+        self.sub(&self.mean(axes, true)?)
     }
 
     /// Normalizes over the last axis: (x − mean) / √(var + eps), with the
@@ -96,7 +100,7 @@ impl Tensor {
         let Some(last) = self.rank().checked_sub(1) else {
             return Err(invalid("layer_norm", "a rank-0 tensor has no last axis"));
         };
-        let centred = self.sub(&self.mean(&[last], true)?)?;
+        let centred = self.centred(&[last])?;
         let var = centred.square()?.mean(&[last], true)?;
         centred.mul(&var.add_scalar(eps)?.rsqrt()?)
     }
