@@ -296,7 +296,7 @@ fn check(p: &Program) -> Result<Worst, String> {
     let grads: Vec<Vec<f64>> = back.collect();
     for row in 0..p.k {
         let cot = to_f64(&vrows[row * n..(row + 1) * n]);
-        let want = g.tape.vjp(&device, &cot, &leaves, false);
+        let want = g.tape.vjp(&device, &cot, &leaves);
         let terms = g.tape.vjp_scaled(&device, &cot, &leaves, Some(1.0 / GTOL));
         for (li, gr) in grads.iter().enumerate() {
             let m = gr.len() / p.k;
@@ -328,7 +328,7 @@ fn locate(g: &Both, device: &[H], cot: &[f64], out: usize) -> String {
     let Ok(got) = pullback::vjp(&[g.t(out)], &[&v], &tensors) else {
         return "(cotangents of intermediate values unavailable)".into();
     };
-    let want = g.tape.vjp(device, cot, &all, false);
+    let want = g.tape.vjp(device, cot, &all);
     let terms = g.tape.vjp_scaled(device, cot, &all, Some(1.0 / GTOL));
     for i in all.into_iter().rev() {
         let gi = to_f64(&read(&got[i]));

@@ -14,19 +14,19 @@ pub const DERIV_ERROR: f64 = 2.4e-6;
 impl Tape {
     /// Reverse mode over the tape at the values `vals`, for one cotangent
     /// of the last node; returns the cotangents of the nodes `leaves`
-    /// (leaves or not). With `abs`,
-    /// every product and sum is of absolute values (plus [`DERIV_ERROR`]
-    /// per derivative): the result bounds Σ|terms| of each gradient element,
-    /// the scale its f32 rounding error grows with, also where the terms
-    /// cancel to 0 (softmax's gradients sum to 0).
-    pub fn vjp(&self, vals: &[H], g_out: &[f64], leaves: &[usize], abs: bool) -> Vec<Vec<f64>> {
-        self.vjp_scaled(vals, g_out, leaves, abs.then_some(1.0))
+    /// (leaves or not).
+    pub fn vjp(&self, vals: &[H], g_out: &[f64], leaves: &[usize]) -> Vec<Vec<f64>> {
+        self.vjp_scaled(vals, g_out, leaves, None)
     }
 
-    /// [`Tape::vjp`]; in abs mode (`Some(scale)`) each derivative's own
-    /// error is counted as [`DERIV_ERROR`]·(1 + |x|)·scale: a caller whose
-    /// tolerance is rtol·Σ|terms| passes 1/rtol, so that this error is
-    /// allowed absolutely rather than relatively.
+    /// [`Tape::vjp`], or with `Some(scale)` the same pass over absolute
+    /// values: every product and sum is of |·|, and each derivative's own
+    /// error counts as [`DERIV_ERROR`]·(1 + |x|)·scale. The result bounds
+    /// Σ|terms| of each gradient element, the scale its f32 rounding error
+    /// grows with, also where the terms cancel to 0 (softmax's gradients
+    /// sum to 0). A caller whose tolerance is rtol·Σ|terms| passes
+    /// 1/rtol as the scale, so that the derivative's error is allowed
+    /// absolutely rather than relatively.
     pub fn vjp_scaled(
         &self,
         vals: &[H],
