@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelCache, Params, RowKernel};
 use crate::pool::{Counters, Pool, Stats, Storage};
 use crate::readback::StagingPool;
+use crate::warm::Warmer;
 
 /// A GPU (or software) device with everything pullback keeps per device.
 /// Cheap to clone; clones share the same device.
@@ -136,6 +137,7 @@ impl Device {
     ) -> Device {
         let lane_gemm = GemmKernel::Auto.resolve(&info, &device).unwrap_or(false);
         let pool = Arc::new(Pool::new(device.clone(), &device.limits()));
+        let warmer = Warmer::for_adapter(&info, &queue);
         Device {
             dry: None,
             shared: Arc::new(Shared {
@@ -144,7 +146,7 @@ impl Device {
                 info,
                 pool,
                 staging: StagingPool::default(),
-                kernels: KernelCache::default(),
+                kernels: KernelCache::new(warmer),
                 pending: Mutex::new(None),
                 pending_dispatches: Default::default(),
                 lost,
@@ -392,6 +394,7 @@ impl Device {
         self.shared
             .pending_dispatches
             .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.shared.kernels.submit_warm(&self.shared.device);
         self.shared.queue.submit([encoder.finish()]);
         self.shared
             .pool

@@ -3,6 +3,7 @@
 //! every kernel reads at binding 0. Kernels know no graph: they get buffers.
 
 use crate::lock::Recover;
+use crate::warm::Warmer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -179,14 +180,35 @@ pub(crate) struct KernelCache {
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     layouts: Mutex<HashMap<LayoutKey, Arc<wgpu::BindGroupLayout>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    /// Starts the driver's compilation of each new pipeline at once, where
+    /// it would wait for the first dispatch (`src/warm.rs`).
+    warmer: Option<Warmer>,
 }
 
 impl KernelCache {
+    pub fn new(warmer: Option<Warmer>) -> Self {
+        KernelCache {
+            warmer,
+            ..Default::default()
+        }
+    }
+
     #[cfg(test)]
     pub fn poison_locks(&self) {
         crate::lock::poison(&self.modules);
         crate::lock::poison(&self.layouts);
         crate::lock::poison(&self.pipelines);
+        if let Some(warmer) = &self.warmer {
+            warmer.poison_locks();
+        }
+    }
+
+    /// Submits the warm dispatches still queued (`src/warm.rs`); called
+    /// before each real submission.
+    pub fn submit_warm(&self, device: &wgpu::Device) {
+        if let Some(warmer) = &self.warmer {
+            warmer.submit_waiting(device);
+        }
     }
 
     /// Drops a module and its pipelines (one the driver refused).
@@ -285,6 +307,9 @@ impl KernelCache {
             }),
         );
         self.pipelines.locked().insert(key, pipeline.clone());
+        if let Some(warmer) = &self.warmer {
+            warmer.warm(device, &pipeline, &layout, kernel.bindings);
+        }
         pipeline
     }
 

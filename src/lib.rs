@@ -79,6 +79,7 @@ mod settings;
 mod shape;
 mod tensor;
 mod vjp;
+mod warm;
 
 pub use adapter::{DeviceOptions, GemmKernel};
 pub use device::Device;
