@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::adapter::{self, DeviceOptions, GemmKernel};
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelCache, Params, RowKernel};
+use crate::ops::fused_forward::Chains;
 use crate::pool::{Counters, Pool, Stats, Storage};
 use crate::readback::StagingPool;
 use crate::warm::Warmer;
@@ -21,6 +22,9 @@ pub struct Device {
     /// Set on a dry-run handle ([`Device::dry_run`]): buffers are virtual
     /// and counted here, and nothing is recorded or submitted.
     pub(crate) dry: Option<Arc<Counters>>,
+    /// Set on the handle that runs the forward-fusion chain: its
+    /// dispatches are the chain's own and must not run the chain again.
+    pub(crate) in_chain: bool,
 }
 
 pub(crate) struct Shared {
@@ -45,6 +49,11 @@ pub(crate) struct Shared {
     pub lane_gemm: AtomicBool,
     /// Elementwise regions of a backward pass run as one fused kernel.
     pub fuse: AtomicBool,
+    /// Elementwise forward ops wait in `chain` and run as one kernel.
+    pub fuse_forward: AtomicBool,
+    /// Elementwise forward ops not dispatched yet (`src/ops/fused_forward.rs`).
+    /// Locked before `pending` wherever both are.
+    pub chain: Mutex<Chains>,
 }
 
 impl std::fmt::Debug for Device {
@@ -64,6 +73,7 @@ impl Device {
         s.pool.poison_locks();
         s.staging.poison_locks();
         crate::lock::poison(&s.pending);
+        crate::lock::poison(&s.chain);
         crate::lock::poison(&s.lost);
         crate::lock::poison(&s.uncaptured);
     }
@@ -140,6 +150,7 @@ impl Device {
         let warmer = Warmer::for_adapter(&info, &queue);
         Device {
             dry: None,
+            in_chain: false,
             shared: Arc::new(Shared {
                 device,
                 queue,
@@ -154,6 +165,8 @@ impl Device {
                 budget: std::sync::atomic::AtomicU64::new(u64::MAX),
                 lane_gemm: AtomicBool::new(lane_gemm),
                 fuse: AtomicBool::new(true),
+                fuse_forward: AtomicBool::new(true),
+                chain: Mutex::default(),
             }),
         }
     }
@@ -349,6 +362,7 @@ impl Device {
         if self.dry.is_some() {
             return;
         }
+        self.run_chain();
         let shared = &*self.shared;
         let mut pending = shared.pending.locked();
         f(pending.get_or_insert_with(|| new_encoder(&shared.device)));
@@ -360,6 +374,7 @@ impl Device {
         if self.dry.is_some() {
             return Ok(());
         }
+        self.run_chain();
         // Submit while holding the lock: once the encoder is taken, another
         // thread must not record and submit work that depends on it (say, a
         // pooled buffer its dispatches still read) ahead of it.

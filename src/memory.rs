@@ -48,6 +48,7 @@ impl Device {
         let dev = Device {
             shared: self.shared.clone(),
             dry: Some(tally.clone()),
+            in_chain: false,
         };
         (dev, tally)
     }

@@ -88,6 +88,7 @@ impl Device {
     /// and starts mapping it.
     fn start_read(&self, items: &[(&Storage, usize)]) -> Result<(Read, Mapped)> {
         self.check_alive()?;
+        self.run_chain();
         let lens: Vec<usize> = items.iter().map(|(_, len)| *len).collect();
         let (offsets, bytes) = layout(&lens);
         let staging = self.shared.staging.take(self, bytes);

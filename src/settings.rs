@@ -20,6 +20,7 @@ impl Device {
                 "off" | "0" | "false" | "no"
             );
             self.set_fused_adjoints(!off);
+            self.set_fused_forward(!off);
         }
         Ok(())
     }
@@ -76,6 +77,26 @@ impl Device {
     /// Whether backward passes fuse elementwise regions.
     pub fn fused_adjoints(&self) -> bool {
         self.shared.fuse.load(Ordering::Relaxed)
+    }
+
+    /// Turns forward fusion on (the default) or off. On, elementwise ops
+    /// (unary, binary with broadcasting, scalar ops) wait until something
+    /// else needs the device, then a run of them of one output shape goes
+    /// as one kernel that reads each input once and writes only the
+    /// results still referenced (tensors the caller holds, values the
+    /// graph saved); off, each op is dispatched when called. The values
+    /// agree to a few ULP. Turning it off runs what is waiting.
+    /// `Device::new` turns it off when `PULLBACK_FUSION=off`.
+    pub fn set_fused_forward(&self, on: bool) {
+        if !on {
+            self.run_chain();
+        }
+        self.shared.fuse_forward.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether elementwise forward ops are fused.
+    pub fn fused_forward(&self) -> bool {
+        self.shared.fuse_forward.load(Ordering::Relaxed)
     }
 
     /// Storage buffers one kernel may bind on this device (at most 16:

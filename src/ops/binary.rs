@@ -10,6 +10,8 @@ use std::sync::Arc;
 use crate::device::Device;
 use crate::error::Result;
 use crate::kernels::{Access, BINARY, Kernel, Params, RowKernel, groups_for};
+use crate::ops::fused::Elementwise;
+use crate::ops::fused_forward;
 use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, flag, record, reduce};
 use crate::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, numel};
@@ -116,17 +118,19 @@ fn broadcast_params(out: &[usize], a: &[usize], b: &[usize], k: usize) -> Params
         .slot(3, &[size_a, size_b])
 }
 
+/// Read modes (`A_MODE`, `B_MODE` in `binary.wgsl`).
+pub(crate) const SAME: f64 = 0.0;
+pub(crate) const SUFFIX: f64 = 1.0;
+pub(crate) const PREFIX: f64 = 2.0;
+pub(crate) const STRIDED: f64 = 3.0;
+
 /// How `binary.wgsl` reads an operand of shape `x` broadcast to `out`
 /// (`A_MODE`/`B_MODE`), and the size that mode needs: the output's shape
 /// (SAME); its trailing axes with a length that is a multiple of 4 (SUFFIX:
 /// a bias row, read as vec4s at `i % len`); its leading axes, the rest
 /// broadcast over a multiple of 4 elements (PREFIX: a column, one value per
 /// four outputs); otherwise through strides, element by element.
-fn read_mode(x: &[usize], out: &[usize]) -> (f64, usize) {
-    const SAME: f64 = 0.0;
-    const SUFFIX: f64 = 1.0;
-    const PREFIX: f64 = 2.0;
-    const STRIDED: f64 = 3.0;
+pub(crate) fn read_mode(x: &[usize], out: &[usize]) -> (f64, usize) {
     let padded = crate::shape::left_pad(x, out.len());
     if padded == out {
         return (SAME, 0);
@@ -154,28 +158,51 @@ fn apply(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
     }
     let out_shape = broadcast_shapes(op.name(), a.shape(), b.shape())?;
     let dev = a.device();
-    let n = numel(&out_shape);
-    let out = dev.alloc("binary output", n)?;
-    let bcast = a.shape() != out_shape.as_slice() || b.shape() != out_shape.as_slice();
-    let params = broadcast_params(&out_shape, a.shape(), b.shape(), 1);
+    let out = Arc::new(dev.alloc("binary output", numel(&out_shape))?);
+    let operands = [(&a.inner.data, a.shape()), (&b.inner.data, b.shape())];
+    if !fused_forward::defer(
+        dev,
+        Elementwise::Binary(op),
+        0.0,
+        &operands,
+        &out,
+        &out_shape,
+    ) {
+        let (a, b) = ((&*a.inner.data, a.shape()), (&*b.inner.data, b.shape()));
+        forward_kernel(dev, op, a, b, &out, &out_shape);
+    }
+    if op.is_comparison() {
+        return Ok(Tensor::from_storage(dev, out, out_shape));
+    }
+    Ok(record(dev, Op::Binary(op), &[a, b], out, out_shape))
+}
+
+/// Records `out = a op b` (operands with their shapes, broadcast to
+/// `out_shape`): the op's own kernel.
+pub(crate) fn forward_kernel(
+    dev: &Device,
+    op: BinaryOp,
+    (a, a_shape): (&Storage, &[usize]),
+    (b, b_shape): (&Storage, &[usize]),
+    out: &Storage,
+    out_shape: &[usize],
+) {
+    let bcast = a_shape != out_shape || b_shape != out_shape;
     let constants = [
         ("BINARY_OP", op as u32 as f64),
         ("BCAST", flag(bcast)),
-        ("A_MODE", read_mode(a.shape(), &out_shape).0),
-        ("B_MODE", read_mode(b.shape(), &out_shape).0),
+        ("A_MODE", read_mode(a_shape, out_shape).0),
+        ("B_MODE", read_mode(b_shape, out_shape).0),
     ];
-    let buffers = [&out, &*a.inner.data, &*b.inner.data];
+    let params = broadcast_params(out_shape, a_shape, b_shape, 1);
+    let n = numel(out_shape);
     dev.dispatch(
         &FORWARD,
         &constants,
         &params,
-        &buffers,
+        &[out, a, b],
         groups_for(n.div_ceil(4) as u64),
     );
-    if op.is_comparison() {
-        return Ok(Tensor::from_storage(dev, Arc::new(out), out_shape));
-    }
-    Ok(record(dev, Op::Binary(op), &[a, b], out, out_shape))
 }
 
 /// a op b for two buffers of `len` values (no broadcasting, no graph).

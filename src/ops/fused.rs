@@ -457,10 +457,10 @@ fn dispatch(launch: &Launch, n: usize, accumulate: &[bool], outs: &[&Arc<Storage
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn validate(source: &str) {
+    pub(crate) fn validate(source: &str) {
         let module = naga::front::wgsl::parse_str(source)
             .unwrap_or_else(|e| panic!("{}", e.emit_to_string(source)));
         naga::valid::Validator::new(

@@ -8,9 +8,13 @@
 
 use std::sync::Arc;
 
+use crate::device::Device;
 use crate::error::Result;
 use crate::kernels::{Access, Kernel, Params, RowKernel, UNARY, groups_for};
+use crate::ops::fused::Elementwise;
+use crate::ops::fused_forward;
 use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, flag, record};
+use crate::pool::Storage;
 use crate::shape::numel;
 use crate::tensor::Tensor;
 
@@ -101,17 +105,31 @@ pub(crate) fn saves(op: UnaryOp) -> &'static [Saved] {
 fn apply(x: &Tensor, op: UnaryOp, p: f32) -> Result<Tensor> {
     check_operands(x, &[])?;
     let dev = x.device();
-    let n = x.numel();
-    let out = dev.alloc("unary output", n)?;
+    let out = Arc::new(dev.alloc("unary output", x.numel())?);
+    let operands = [(&x.inner.data, x.shape())];
+    if !fused_forward::defer(dev, Elementwise::Unary(op), p, &operands, &out, x.shape()) {
+        forward_kernel(dev, op, p, &x.inner.data, &out, x.numel());
+    }
+    Ok(record(dev, Op::Unary(op, p), &[x], out, x.shape().to_vec()))
+}
+
+/// Records `out = f(x)` over n values: the op's own kernel.
+pub(crate) fn forward_kernel(
+    dev: &Device,
+    op: UnaryOp,
+    p: f32,
+    x: &Storage,
+    out: &Storage,
+    n: usize,
+) {
     let params = Params::new(n, 1).scalar(p);
     dev.dispatch(
         &FORWARD,
         &[("UNARY_OP", op as u32 as f64)],
         &params,
-        &[&x.inner.data, &out],
+        &[x, out],
         groups_for(n.div_ceil(4) as u64),
     );
-    Ok(record(dev, Op::Unary(op, p), &[x], out, x.shape().to_vec()))
 }
 
 /// out[k] = g[k] · f'(saved), all K cotangents in one dispatch.
