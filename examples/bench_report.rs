@@ -196,6 +196,24 @@ fn main() {
         "GB/s",
     );
     r.add("W2", "fraction of the copy kernel", w2_gbs / copy_gbs, "");
+    // Forward fusion: one composed kernel against one kernel per op (the
+    // chain is composed from its second sighting: `ms` runs once first).
+    for (tracked, what) in [
+        (false, "forward, x untracked"),
+        (true, "forward, x tracked"),
+    ] {
+        let fused = r.add(
+            "W2",
+            &format!("{what}: fused"),
+            ms(9, &|| w2.forward(tracked)),
+            "ms",
+        );
+        dev.set_fused_forward(false);
+        let each = ms(9, &|| w2.forward(tracked));
+        dev.set_fused_forward(true);
+        r.add("W2", &format!("{what}: kernel per op"), each, "ms");
+        r.add("W2", &format!("{what}: per op / fused"), each / fused, "x");
+    }
 
     r.section("W3: MLP B=256 D=512 H=1024 C=10, forward + backward");
     let w3 = W3::new(&dev);

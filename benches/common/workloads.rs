@@ -95,6 +95,8 @@ pub fn fma_kernel(dev: &Device) -> RawKernel {
 pub struct W2 {
     dev: Device,
     x: Tensor,
+    /// x's values, not tracked.
+    x_plain: Tensor,
     y: Tensor,
     v_batched: Tensor,
     v_rows: Vec<Tensor>,
@@ -112,6 +114,7 @@ impl W2 {
             .tensor(&values(W2_N, 4), &[W2_N])
             .unwrap()
             .requires_grad();
+        let x_plain = dev.tensor(&values(W2_N, 4), &[W2_N]).unwrap();
         let y = x.sin().unwrap().mul(&x.exp().unwrap()).unwrap();
         let rows: Vec<Vec<f32>> = (0..k).map(|i| values(W2_N, 10 + i)).collect();
         let v_batched = dev.tensor(&rows.concat(), &[k, W2_N]).unwrap();
@@ -123,10 +126,20 @@ impl W2 {
         W2 {
             dev: dev.clone(),
             x,
+            x_plain,
             y,
             v_batched,
             v_rows,
         }
+    }
+
+    /// The forward alone, `y` held until the wait. Tracked, the graph
+    /// saves sin x and exp x, so they are written too; untracked, only y.
+    pub fn forward(&self, tracked: bool) {
+        let x = if tracked { &self.x } else { &self.x_plain };
+        let y = x.sin().unwrap().mul(&x.exp().unwrap()).unwrap();
+        self.dev.synchronize().unwrap();
+        black_box(y);
     }
 
     /// One `vjp_batched` over all K cotangents.
