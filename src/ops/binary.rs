@@ -38,6 +38,17 @@ pub(crate) enum BinaryOp {
     DropWhere = 13,
 }
 
+impl BinaryOp {
+    /// Every binary op (tests of composed kernels cover each).
+    #[cfg(test)]
+    pub const ALL: [BinaryOp; 14] = {
+        use BinaryOp::*;
+        [
+            Add, Sub, Mul, Div, Maximum, Minimum, Pow, Gt, Lt, Ge, Le, Eq, KeepWhere, DropWhere,
+        ]
+    };
+}
+
 const FORWARD: Kernel = Kernel {
     module: &BINARY,
     entry: "binary_forward",
@@ -88,7 +99,7 @@ impl BinaryOp {
     }
 
     /// Comparisons: a 0/1 mask with no gradient, never recorded.
-    fn is_comparison(self) -> bool {
+    pub(crate) fn is_comparison(self) -> bool {
         use BinaryOp::*;
         matches!(self, Gt | Lt | Ge | Le | Eq)
     }

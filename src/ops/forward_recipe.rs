@@ -159,16 +159,7 @@ mod tests {
     /// different recipes apart.
     #[test]
     fn composed_modules_validate() {
-        use BinaryOp::*;
-        use UnaryOp::*;
-        let unary = [
-            Neg, Exp, Log, Sin, Cos, Tanh, Sigmoid, Relu, Sqrt, Square, Abs, Powf, AddScalar,
-            MulScalar, Gelu, GeluTanh, Silu, Softplus, Log1p, Expm1, Rsqrt, LeakyRelu, Elu,
-            ClampMin, ClampMax,
-        ];
-        let binary = [
-            Add, Sub, Mul, Div, Maximum, Minimum, Pow, Gt, Lt, Ge, Le, Eq, KeepWhere, DropWhere,
-        ];
+        let (unary, binary) = (UnaryOp::ALL, BinaryOp::ALL);
         let reads = [Read::Same, Read::Suffix, Read::Prefix, Read::Strided(1)];
         let mut seen = std::collections::HashSet::new();
         for (i, &u) in unary.iter().enumerate() {
@@ -178,7 +169,10 @@ mod tests {
                 steps: vec![
                     (Elementwise::Unary(u), vec![Arg::Input(0)]),
                     (Elementwise::Binary(b), vec![Arg::Step(0), Arg::Input(1)]),
-                    (Elementwise::Binary(Mul), vec![Arg::Input(2), Arg::Step(1)]),
+                    (
+                        Elementwise::Binary(BinaryOp::Mul),
+                        vec![Arg::Input(2), Arg::Step(1)],
+                    ),
                 ],
                 written: if i % 2 == 0 { vec![2] } else { vec![0, 2] },
             };

@@ -48,6 +48,19 @@ pub(crate) enum UnaryOp {
     ClampMax = 24,
 }
 
+impl UnaryOp {
+    /// Every unary op (tests of composed kernels cover each).
+    #[cfg(test)]
+    pub const ALL: [UnaryOp; 25] = {
+        use UnaryOp::*;
+        [
+            Neg, Exp, Log, Sin, Cos, Tanh, Sigmoid, Relu, Sqrt, Square, Abs, Powf, AddScalar,
+            MulScalar, Gelu, GeluTanh, Silu, Softplus, Log1p, Expm1, Rsqrt, LeakyRelu, Elu,
+            ClampMin, ClampMax,
+        ]
+    };
+}
+
 const FORWARD: Kernel = Kernel {
     module: &UNARY,
     entry: "unary_forward",
