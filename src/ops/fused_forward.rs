@@ -167,13 +167,16 @@ impl Chain {
         if written.is_empty() {
             return;
         }
+        if self.steps.len() == 1 {
+            return self.run_ops(dev, &[true]);
+        }
         let recipe = Recipe {
             reads: self.reads(),
             steps: self.steps.iter().map(|s| (s.op, s.args.clone())).collect(),
             written,
         };
         let name = recipe.signature();
-        if self.steps.len() > 1 && seen.contains(&name) {
+        if seen.contains(&name) {
             return self.dispatch(dev, &recipe, &name);
         }
         if seen.len() >= MAX_SEEN {
@@ -193,11 +196,16 @@ impl Chain {
                 }
             }
         }
-        for (_, step) in self.steps.iter().enumerate().filter(|(p, _)| live[*p]) {
-            let operand = |a: &Arg| match *a {
-                Arg::Input(j) => (&*self.inputs[j].0, self.inputs[j].1.as_slice()),
-                Arg::Step(q) => (&*self.steps[q].out, self.shape.as_slice()),
-            };
+        self.run_ops(dev, &live);
+    }
+
+    /// Runs step p with its op's own kernel where `live[p]`.
+    fn run_ops(&self, dev: &Device, live: &[bool]) {
+        let operand = |a: &Arg| match *a {
+            Arg::Input(j) => (&*self.inputs[j].0, self.inputs[j].1.as_slice()),
+            Arg::Step(q) => (&*self.steps[q].out, self.shape.as_slice()),
+        };
+        for (step, _) in self.steps.iter().zip(live).filter(|(_, l)| **l) {
             match step.op {
                 Elementwise::Unary(op) => {
                     let (x, _) = operand(&step.args[0]);
