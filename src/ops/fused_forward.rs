@@ -275,9 +275,9 @@ impl Chain {
 }
 
 impl Device {
-    /// Records the elementwise ops waiting in the forward-fusion chain (as
-    /// one kernel): before anything else is recorded or submitted, since it
-    /// may read their results. Holds the chain's lock while recording, so
+    /// Records the elementwise ops waiting in the forward-fusion chain (one
+    /// kernel once their recipe has been seen): before anything else is
+    /// recorded or submitted, since it may read their results. Holds the chain's lock while recording, so
     /// no other thread records work that reads them ahead of them.
     pub(crate) fn run_chain(&self) {
         if !self.in_chain {
