@@ -41,13 +41,16 @@ pub struct W1 {
 }
 
 impl W1 {
+    /// W1 as defined: n = 2^20.
     pub fn new(dev: &Device) -> W1 {
-        let x = dev
-            .tensor(&values(W1_N, 1), &[W1_N])
-            .unwrap()
-            .requires_grad();
+        W1::with_n(dev, W1_N)
+    }
+
+    /// The same graph on n values (the report's GPU target: 2^26).
+    pub fn with_n(dev: &Device, n: usize) -> W1 {
+        let x = dev.tensor(&values(n, 1), &[n]).unwrap().requires_grad();
         let y = x.mul(&x).unwrap();
-        let v = dev.tensor(&values(W1_N, 2), &[W1_N]).unwrap();
+        let v = dev.tensor(&values(n, 2), &[n]).unwrap();
         dev.synchronize().unwrap();
         W1 {
             dev: dev.clone(),
