@@ -1,6 +1,6 @@
 //! The workloads W1–W5 exactly as the issues define them, and the
 //! adapter's ceilings (a vec4 copy kernel, an FMA kernel), shared by the
-//! criterion benches and `examples/bench_report.rs` so that figures compare
+//! criterion benches and `examples/bench_report/` so that figures compare
 //! over time. Every run method ends with the GPU idle.
 
 use std::hint::black_box;
