@@ -1,6 +1,8 @@
 //! The device: adapter, queue, buffer pool, pipeline cache, the pending
 //! command encoder and the counters. It knows no ops: it owns GPU resources,
-//! records dispatches and counts what was done.
+//! records dispatches and counts what was done. It holds the forward-fusion
+//! chain (`ops/fused_forward.rs`) as data, and runs it before recording or
+//! submitting anything else, since that may read the chain's results.
 
 use crate::lock::Recover;
 use std::sync::atomic::AtomicBool;
