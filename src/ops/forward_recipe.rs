@@ -8,13 +8,6 @@ use std::fmt::Write;
 
 use crate::ops::fused::Elementwise;
 
-/// What every composed forward module starts with (the elementwise
-/// families' functions; their own entry points come along unused).
-pub(crate) const PRELUDE: &str = concat!(
-    include_str!("../../shaders/common.wgsl"),
-    include_str!("../../shaders/unary.wgsl"),
-    include_str!("../../shaders/binary.wgsl"),
-);
 /// First binding of the chain's inputs; outputs follow them.
 pub(crate) const FIRST_BINDING: u32 = 10;
 
@@ -66,7 +59,7 @@ impl Recipe {
         s
     }
 
-    /// The composed entry point `fused_forward` (appended to [`PRELUDE`]).
+    /// The composed entry point `fused_forward` (appended to `fused::PRELUDE`, as a fused adjoint's entry point is).
     pub fn entry_source(&self) -> String {
         let (sizes_at, scalars_at) = self.words();
         let mut w = String::new();
@@ -150,6 +143,7 @@ fn fused_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 mod tests {
     use super::*;
     use crate::ops::binary::BinaryOp;
+    use crate::ops::fused::PRELUDE;
     use crate::ops::fused::tests::validate;
     use crate::ops::unary::UnaryOp;
 

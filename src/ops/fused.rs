@@ -26,7 +26,7 @@ use crate::shape::broadcast_strides;
 /// What every composed adjoint module starts with: the shared prelude and
 /// both elementwise families' functions (their own entry points come along
 /// unused).
-const PRELUDE: &str = concat!(
+pub(crate) const PRELUDE: &str = concat!(
     include_str!("../../shaders/common.wgsl"),
     include_str!("../../shaders/unary.wgsl"),
     include_str!("../../shaders/binary.wgsl"),
