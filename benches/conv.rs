@@ -18,7 +18,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::workloads::{FMA_FLOP, fma_kernel};
+use common::workloads::fma_kernel;
 use common::{RawKernel, RunFacts, measured, values};
 use criterion::{Criterion, SamplingMode, Throughput};
 use pullback::{ConvOptions, Device, Tensor};
@@ -124,7 +124,7 @@ fn main() {
             groups,
         )
     };
-    let fma = fma_kernel(&dev);
+    let (fma, fma_flop) = fma_kernel(&dev);
     dev.synchronize().unwrap();
     type Case<'a> = ((&'static str, &'static str), u64, Box<dyn Fn() + 'a>);
     let cases: Vec<Case> = vec![
@@ -160,7 +160,7 @@ fn main() {
         ),
         (
             ("fma_peak", "wgsl_vec4_fma"),
-            FMA_FLOP,
+            fma_flop,
             Box::new(|| fma.run()),
         ),
     ];
@@ -182,7 +182,7 @@ fn main() {
         let (s, src) = facts.seconds(id, 3, f);
         (s, flop as f64 / s / 1e9, src)
     };
-    let (_, fma_rate, _) = rate(("fma_peak", "wgsl_vec4_fma"), FMA_FLOP, &|| fma.run());
+    let (_, fma_rate, _) = rate(("fma_peak", "wgsl_vec4_fma"), fma_flop, &|| fma.run());
     for (id, flop, f) in &cases[..6] {
         let (s, gf, src) = rate(*id, *flop, f.as_ref());
         println!(

@@ -13,17 +13,24 @@ pub struct DeviceOptions {
     pub backends: wgpu::Backends,
 }
 
-/// The GEMM schedules pullback has (both compute the same products, each
+/// The GEMM schedules pullback has (all compute the same products, each
 /// element summed in the same order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GemmKernel {
-    /// [`GemmKernel::Lanes`] on CPU adapters where it can run, otherwise
-    /// [`GemmKernel::Tiles`].
+    /// [`GemmKernel::Lanes`] on CPU adapters where it can run. Elsewhere
+    /// chosen per product: [`GemmKernel::LargeTiles`] for products that
+    /// fill at least [`GemmKernel::LARGE_TILE_MIN_TILES`] of its tiles,
+    /// [`GemmKernel::Tiles`] for smaller ones (more, smaller workgroups
+    /// keep a GPU's compute units busy).
     #[default]
     Auto,
-    /// 64×64 tiles staged in workgroup memory (`shaders/matmul.wgsl`): the
-    /// schedule for GPUs.
+    /// 64×64 tiles staged in workgroup memory, a 4×4 block per invocation
+    /// (`shaders/matmul.wgsl`, `matmul`).
     Tiles,
+    /// 128×128 tiles, an 8×8 block per invocation (`matmul_large` in
+    /// `shaders/matmul.wgsl`): half the workgroup-memory reads per
+    /// multiply-add of [`GemmKernel::Tiles`], a quarter of the workgroups.
+    LargeTiles,
     /// One column per invocation, rows shared by subgroup broadcasts
     /// (`shaders/matmul_lanes.wgsl`): the schedule for SIMD CPUs (lavapipe:
     /// 4× the tiles' GFLOP/s). Needs subgroups of at least 8 invocations.
@@ -31,11 +38,18 @@ pub enum GemmKernel {
 }
 
 impl GemmKernel {
-    /// `auto`, `tiles` or `lanes` (any case).
+    /// The number of 128×128 tiles from which [`GemmKernel::Auto`] uses
+    /// [`GemmKernel::LargeTiles`] on GPUs: 256, a 2048×2048 product, about
+    /// two workgroups per compute unit on the largest GPUs (132 on an
+    /// H100 or H200). Below it, 64×64 tiles make four times the workgroups.
+    pub const LARGE_TILE_MIN_TILES: usize = 256;
+
+    /// `auto`, `tiles`, `large` (or `largetiles`) or `lanes` (any case).
     pub fn parse(name: &str) -> Option<GemmKernel> {
         match name.trim().to_ascii_lowercase().as_str() {
             "auto" | "" => Some(GemmKernel::Auto),
             "tiles" => Some(GemmKernel::Tiles),
+            "large" | "largetiles" | "large_tiles" | "large-tiles" => Some(GemmKernel::LargeTiles),
             "lanes" => Some(GemmKernel::Lanes),
             _ => None,
         }
@@ -49,23 +63,46 @@ impl GemmKernel {
             .unwrap_or_default()
     }
 
-    /// Whether this choice runs the lanes kernel on `device`; `Err` names
+    /// What this choice runs on `device`: `Lanes`, `Tiles` or `LargeTiles`,
+    /// or `Auto` where the tiles are chosen per product (GPUs). `Err` names
     /// what is missing when [`GemmKernel::Lanes`] was asked for and cannot run.
-    pub(crate) fn resolve(self, info: &wgpu::AdapterInfo, device: &wgpu::Device) -> Result<bool> {
+    pub(crate) fn resolve(
+        self,
+        info: &wgpu::AdapterInfo,
+        device: &wgpu::Device,
+    ) -> Result<GemmKernel> {
         let has_subgroups = device.features().contains(wgpu::Features::SUBGROUP);
         let runnable = has_subgroups && info.subgroup_min_size >= 8;
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
         match self {
-            GemmKernel::Auto => Ok(runnable && info.device_type == wgpu::DeviceType::Cpu),
-            GemmKernel::Tiles => Ok(false),
-            GemmKernel::Lanes if runnable => Ok(true),
+            GemmKernel::Auto if cpu && runnable => Ok(GemmKernel::Lanes),
+            // A CPU without subgroups: the smaller tiles (more workgroups
+            // for its threads), whatever the size.
+            GemmKernel::Auto if cpu => Ok(GemmKernel::Tiles),
+            GemmKernel::Auto | GemmKernel::Tiles | GemmKernel::LargeTiles => Ok(self),
+            GemmKernel::Lanes if runnable => Ok(GemmKernel::Lanes),
             GemmKernel::Lanes => Err(Error::RequestDevice(format!(
                 "the lanes GEMM needs subgroups of at least 8 invocations; this device has \
-                 subgroups {}, minimum size {}: use GemmKernel::Auto or Tiles \
-                 (PULLBACK_GEMM=auto or tiles)",
+                 subgroups {}, minimum size {}: use GemmKernel::Auto, Tiles or LargeTiles \
+                 (PULLBACK_GEMM=auto, tiles or large)",
                 if has_subgroups { "enabled" } else { "disabled" },
                 info.subgroup_min_size
             ))),
         }
+    }
+
+    /// The stored form of a resolved choice (`Shared::gemm`).
+    pub(crate) fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn from_u8(v: u8) -> GemmKernel {
+        [
+            GemmKernel::Auto,
+            GemmKernel::Tiles,
+            GemmKernel::LargeTiles,
+            GemmKernel::Lanes,
+        ][usize::from(v).min(3)]
     }
 }
 

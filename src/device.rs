@@ -5,7 +5,7 @@
 //! submitting anything else, since that may read the chain's results.
 
 use crate::lock::Recover;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, Mutex};
 
 use crate::adapter::{self, DeviceOptions, GemmKernel};
@@ -47,8 +47,8 @@ pub(crate) struct Shared {
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Working-memory bound of one VJP pass in bytes; `u64::MAX`: none.
     pub budget: std::sync::atomic::AtomicU64,
-    /// GEMMs use `matmul_lanes.wgsl` ([`GemmKernel`]; `src/settings.rs`).
-    pub lane_gemm: AtomicBool,
+    /// The GEMM schedule, a resolved [`GemmKernel`] (`src/settings.rs`).
+    pub gemm: AtomicU8,
     /// Elementwise regions of a backward pass run as one fused kernel.
     pub fuse: AtomicBool,
     /// Elementwise forward ops wait in `chain` and run as one kernel.
@@ -105,7 +105,7 @@ impl Device {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("pullback"),
-                // Subgroups serve the CPU-adapter GEMM (`Device::lane_gemm`).
+                // Subgroups serve the CPU-adapter GEMM (`GemmKernel::Lanes`).
                 required_features: adapter.features() & wgpu::Features::SUBGROUP,
                 // The defaults cap storage bindings at 128 MiB; take what the adapter has.
                 required_limits: adapter.limits(),
@@ -147,7 +147,9 @@ impl Device {
         lost: Arc<Mutex<Option<String>>>,
         uncaptured: Arc<Mutex<Option<String>>>,
     ) -> Device {
-        let lane_gemm = GemmKernel::Auto.resolve(&info, &device).unwrap_or(false);
+        let gemm = GemmKernel::Auto
+            .resolve(&info, &device)
+            .unwrap_or(GemmKernel::Tiles);
         let pool = Arc::new(Pool::new(device.clone(), &device.limits()));
         let warmer = Warmer::for_adapter(&info, &queue);
         Device {
@@ -165,7 +167,7 @@ impl Device {
                 lost,
                 uncaptured,
                 budget: std::sync::atomic::AtomicU64::new(u64::MAX),
-                lane_gemm: AtomicBool::new(lane_gemm),
+                gemm: AtomicU8::new(gemm.to_u8()),
                 fuse: AtomicBool::new(true),
                 fuse_forward: AtomicBool::new(true),
                 chain: Mutex::default(),

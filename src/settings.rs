@@ -10,7 +10,7 @@ use crate::device::Device;
 use crate::error::Result;
 
 impl Device {
-    /// Applies `PULLBACK_GEMM` (`auto`, `tiles`, `lanes`) and
+    /// Applies `PULLBACK_GEMM` (`auto`, `tiles`, `large`, `lanes`) and
     /// `PULLBACK_FUSION` (`off` or `0` turns fusion off).
     pub(crate) fn apply_env(&self) -> Result<()> {
         self.set_gemm_kernel(GemmKernel::from_env())?;
@@ -35,31 +35,30 @@ impl Device {
             .then_some(crate::kernels::LOOP_PIECE)
     }
 
-    /// Whether GEMMs run `matmul_lanes.wgsl` rather than `matmul.wgsl`
-    /// ([`GemmKernel`]; pullback asks for subgroups where the adapter has
-    /// them, a shared device has what its owner requested).
-    pub(crate) fn lane_gemm(&self) -> bool {
-        self.shared.lane_gemm.load(Ordering::Relaxed)
+    /// The GEMM schedule products use: `Lanes`, `Tiles`, `LargeTiles`, or
+    /// `Auto` where the tiles are chosen per product ([`GemmKernel`];
+    /// pullback asks for subgroups where the adapter has them, a shared
+    /// device has what its owner requested).
+    pub(crate) fn gemm_schedule(&self) -> GemmKernel {
+        GemmKernel::from_u8(self.shared.gemm.load(Ordering::Relaxed))
     }
 
     /// Chooses the GEMM schedule matrix products use from now on (default
     /// [`GemmKernel::Auto`]; `Device::new` takes it from `PULLBACK_GEMM`).
-    /// Both compute the same products; this is for measuring one against the
-    /// other and for testing both on one adapter. `Lanes` on a device that
+    /// All compute the same products; this is for measuring one against
+    /// another and for testing each on one adapter. `Lanes` on a device that
     /// cannot run it is an error that says why, and changes nothing.
     pub fn set_gemm_kernel(&self, choice: GemmKernel) -> Result<()> {
-        let lanes = choice.resolve(self.adapter_info(), self.wgpu_device())?;
-        self.shared.lane_gemm.store(lanes, Ordering::Relaxed);
+        let resolved = choice.resolve(self.adapter_info(), self.wgpu_device())?;
+        self.shared.gemm.store(resolved.to_u8(), Ordering::Relaxed);
         Ok(())
     }
 
-    /// The schedule matrix products use now: `Tiles` or `Lanes`.
+    /// The schedule matrix products use now: `Lanes`, `Tiles` or
+    /// `LargeTiles`, or `Auto` on GPUs left to choose the tiles per product
+    /// (see [`GemmKernel::Auto`]).
     pub fn gemm_kernel(&self) -> GemmKernel {
-        if self.lane_gemm() {
-            GemmKernel::Lanes
-        } else {
-            GemmKernel::Tiles
-        }
+        self.gemm_schedule()
     }
 
     /// Turns fused adjoints on (the default) or off. On, a backward pass

@@ -186,36 +186,42 @@ fn from_wgpu_with_a_device_the_caller_made() {
     );
 }
 
-/// Both GEMM schedules give the reference product on this adapter (the
-/// whole matmul suite runs under each in CI: `PULLBACK_GEMM=tiles`), and
-/// asking for one the device cannot run is an error that changes nothing.
+/// Every GEMM schedule gives the reference product on this adapter (the
+/// whole matmul suite runs under the tiles in CI: `PULLBACK_GEMM=tiles`,
+/// `large`), and asking for one the device cannot run is an error that
+/// changes nothing.
 #[test]
-fn gemm_kernel_can_be_chosen_and_both_compute_the_product() {
+fn gemm_kernel_can_be_chosen_and_each_computes_the_product() {
     let dev = fresh_device();
     assert_eq!(GemmKernel::parse("TILES"), Some(GemmKernel::Tiles));
+    assert_eq!(GemmKernel::parse("Large"), Some(GemmKernel::LargeTiles));
     assert_eq!(GemmKernel::parse("lanes"), Some(GemmKernel::Lanes));
     assert_eq!(GemmKernel::parse("fast"), None);
     // 70×7 · 7×66: crosses the 64 tiles, a contraction of 7 (not a multiple
-    // of 4: unaligned rows and a tail).
-    let (m, p, n) = (70, 7, 66);
-    let a: Vec<f32> = (0..m * p)
-        .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
-        .collect();
-    let b: Vec<f32> = (0..p * n)
-        .map(|i| ((i * 53 % 97) as f32) / 48.0 - 1.0)
-        .collect();
-    let want: Vec<f64> = (0..m * n)
-        .map(|e| {
-            (0..p)
-                .map(|q| a[e / n * p + q] as f64 * b[q * n + e % n] as f64)
-                .sum()
-        })
-        .collect();
-    let ta = ok(dev.tensor(&a, &[m, p]));
-    let tb = ok(dev.tensor(&b, &[p, n]));
+    // of 4: unaligned rows and a tail); 150×37 · 37×133 crosses the 128
+    // tiles, with a contraction past one 16- or 32-deep step and a tail.
+    let products = [(70, 7, 66), (150, 37, 133)].map(|(m, p, n)| {
+        let a: Vec<f32> = (0..m * p)
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        let b: Vec<f32> = (0..p * n)
+            .map(|i| ((i * 53 % 97) as f32) / 48.0 - 1.0)
+            .collect();
+        // (value, bound on f32 summation error: p·2⁻²⁴·Σ|terms|).
+        let want: Vec<(f64, f64)> = (0..m * n)
+            .map(|e| {
+                let terms = (0..p).map(|q| a[e / n * p + q] as f64 * b[q * n + e % n] as f64);
+                let abs: f64 = terms.clone().map(f64::abs).sum();
+                (terms.sum(), 1e-7 + p as f64 * 6e-8 * abs)
+            })
+            .collect();
+        let ta = ok(dev.tensor(&a, &[m, p]));
+        let tb = ok(dev.tensor(&b, &[p, n]));
+        (ta, tb, want)
+    });
     let lanes_runs =
         dev.gemm_kernel() == GemmKernel::Lanes || dev.set_gemm_kernel(GemmKernel::Lanes).is_ok();
-    let mut kernels = vec![GemmKernel::Tiles];
+    let mut kernels = vec![GemmKernel::Tiles, GemmKernel::LargeTiles];
     if lanes_runs {
         kernels.push(GemmKernel::Lanes);
     } else {
@@ -230,13 +236,15 @@ fn gemm_kernel_can_be_chosen_and_both_compute_the_product() {
     for kernel in kernels {
         ok(dev.set_gemm_kernel(kernel));
         assert_eq!(dev.gemm_kernel(), kernel);
-        let got = read(&ok(ta.matmul(&tb)));
-        for (e, (g, w)) in got.iter().zip(&want).enumerate() {
-            // |terms| ≤ 1, P = 7: f32 rounding stays far below 1e-5.
-            assert!(
-                (*g as f64 - w).abs() < 1e-5,
-                "{kernel:?}: element {e}: {g} vs {w}"
-            );
+        for (ta, tb, want) in &products {
+            let got = read(&ok(ta.matmul(tb)));
+            for (e, (g, (w, tol))) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (*g as f64 - w).abs() <= *tol,
+                    "{kernel:?} {:?}: element {e}: {g} vs {w}",
+                    ta.shape()
+                );
+            }
         }
     }
     if dev.adapter_info().device_type == pullback::wgpu::DeviceType::Cpu {

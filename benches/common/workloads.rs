@@ -20,10 +20,10 @@ pub const W3_DIMS: (usize, usize, usize, usize) = (256, 512, 1024, 10);
 pub const W4_DIMS: (usize, usize, usize, usize) = (64, 128, 256, 10);
 /// W5: the Jacobian of tanh(W·x), n = m = 512.
 pub const W5_N: usize = 512;
-/// The FMA kernel: 256·256 invocations, 1024 iterations of 16 vec4 FMAs
-/// (64 FLOP counted per iteration, as `fma.wgsl` says).
+/// The FMA kernel's smallest grid: 256·256 invocations, each 1024
+/// iterations of 8 vec4 FMAs (64 FLOP per iteration, as `fma.wgsl` says).
 pub const FMA_THREADS: usize = 256 * 256;
-pub const FMA_FLOP: u64 = FMA_THREADS as u64 * 1024 * 64;
+const FMA_FLOP_PER_THREAD: u64 = 1024 * 64;
 
 /// W3's FLOP: the five GEMMs, 2BDH + 2BHC forward, 2DBH (dW1) + 2BCH (dh)
 /// + 2HBC (dW2) backward.
@@ -81,16 +81,29 @@ pub fn copy_kernel(dev: &Device, n: usize) -> RawKernel {
     )
 }
 
-/// The arithmetic ceiling: a WGSL kernel of independent vec4 FMAs.
-pub fn fma_kernel(dev: &Device) -> RawKernel {
-    let out = RawKernel::buffer(dev, (FMA_THREADS * 16) as u64, None);
-    RawKernel::new(
-        dev,
-        include_str!("../fma.wgsl"),
-        "fma_peak",
-        &[(&out, false)],
-        (FMA_THREADS / 256) as u32,
-    )
+/// The arithmetic ceiling: a WGSL kernel of independent vec4 FMAs, and the
+/// FLOP of one run. The grid starts at [`FMA_THREADS`] invocations (4.3
+/// GFLOP: ~50 ms on lavapipe) and grows 4× at a time, up to 2^22
+/// invocations (the 65535-workgroup limit of one dimension), until a run
+/// takes 20 ms: a large GPU runs the smallest grid in well under 0.1 ms,
+/// where submit and wait, tens of µs, would count as a large part.
+pub fn fma_kernel(dev: &Device) -> (RawKernel, u64) {
+    let mut threads = FMA_THREADS;
+    loop {
+        let out = RawKernel::buffer(dev, (threads * 16) as u64, None);
+        let kernel = RawKernel::new(
+            dev,
+            include_str!("../fma.wgsl"),
+            "fma_peak",
+            &[(&out, false)],
+            (threads / 256) as u32,
+        );
+        let flop = threads as u64 * FMA_FLOP_PER_THREAD;
+        if threads * 4 / 256 > 65535 || super::median_secs(1, &|| kernel.run()) >= 0.02 {
+            return (kernel, flop);
+        }
+        threads *= 4;
+    }
 }
 
 /// W2's inputs: x (tracked), y = sin(x)*exp(x), the K cotangents as one

@@ -18,6 +18,7 @@
 
 #[path = "../../benches/common/mod.rs"]
 mod common;
+mod gpu;
 mod report;
 
 use std::time::Instant;
@@ -78,11 +79,11 @@ fn main() {
         copy_small_gbs,
         "GB/s",
     );
-    let fma = fma_kernel(&dev);
+    let (fma, fma_flop) = fma_kernel(&dev);
     let fma_gflops = r.add(
         "ceilings",
         "FMA GFLOP/s (WGSL vec4 FMAs)",
-        FMA_FLOP as f64 / ms(5, &|| fma.run()) / 1e6,
+        fma_flop as f64 / ms(5, &|| fma.run()) / 1e6,
         "GFLOP/s",
     );
     let (dispatch_us, submit_us) = dispatch_and_submit_cost(&dev);
@@ -194,7 +195,8 @@ fn main() {
     );
 
     if info.device_type != wgpu::DeviceType::Cpu || args.iter().any(|a| a == "--large") {
-        gpu_targets(&dev, &mut r, fma_gflops);
+        gpu::targets(&dev, &mut r, fma_gflops);
+        gpu::gemm_schedules(&dev, &mut r, fma_gflops);
     }
 
     r.section("W4: MLP B=64 D=128 H=256 C=10, forward included");
@@ -261,57 +263,6 @@ fn main() {
         std::fs::write(&path, r.json(&adapter, &sweep)).expect("writing the JSON report");
         println!("\nJSON: {path}");
     }
-}
-
-/// Issue 7's GPU targets: W1 at n = 2^26 against the copy kernel at the
-/// same size (target ≥ 0.7), and matmul 4096³ against the FMA kernel
-/// (target ≥ 0.5). Run on GPUs, or anywhere with `--large`; where the
-/// adapter cannot bind 2^26 floats (lavapipe: 128 MiB), the largest power
-/// of two it can.
-fn gpu_targets(dev: &Device, r: &mut Report, fma_gflops: f64) {
-    let limit = dev.wgpu_device().limits().max_storage_buffer_binding_size / 4;
-    let n = (1usize << 26).min(1 << limit.max(1).ilog2());
-    r.section(&format!(
-        "GPU targets: W1 at n = 2^{} (2^26 asked), matmul 4096^3",
-        n.ilog2()
-    ));
-    let copy = copy_kernel(dev, n);
-    let copy_gbs = r.add(
-        "gpu",
-        "copy GB/s (W1's size)",
-        8.0 * n as f64 / ms(9, &|| copy.run()) / 1e6,
-        "GB/s",
-    );
-    drop(copy);
-    let w1 = W1::with_n(dev, n);
-    let w1_ms = r.add("gpu", "W1: vjp + wait", ms(9, &|| w1.run()), "ms");
-    let w1_gbs = r.add(
-        "gpu",
-        "W1 GB/s (12 B/element)",
-        12.0 * n as f64 / w1_ms / 1e6,
-        "GB/s",
-    );
-    r.add(
-        "gpu",
-        "W1 fraction of copy (target 0.7)",
-        w1_gbs / copy_gbs,
-        "",
-    );
-    drop(w1);
-    let mm = Matmul::new(dev, 4096, 7);
-    let mm_ms = r.add("gpu", "matmul 4096^3", ms(5, &|| mm.run()), "ms");
-    let gflops = r.add(
-        "gpu",
-        "GFLOP/s",
-        2.0 * 4096f64.powi(3) / mm_ms / 1e6,
-        "GFLOP/s",
-    );
-    r.add(
-        "gpu",
-        "fraction of the FMA kernel (target 0.5)",
-        gflops / fma_gflops,
-        "",
-    );
 }
 
 /// The cost of one recorded op (200 tiny ops, one submit) and of one

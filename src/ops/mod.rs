@@ -12,6 +12,7 @@ pub(crate) mod fill;
 mod forward_recipe;
 pub(crate) mod fused;
 pub(crate) mod fused_forward;
+mod gemm;
 mod index;
 pub(crate) mod layout;
 mod matmul;
