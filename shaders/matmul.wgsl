@@ -75,9 +75,13 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     for (var p0 = 0u; p0 < p_len; p0 += DEPTH) {
         for (var e = 0u; e < DEPTH * TILE / WG; e++) {
             let idx = lid.x + e * WG;
-            // A: depth fastest (contiguous along a row-major A's rows).
-            let p = idx % DEPTH;
-            let i = idx / DEPTH;
+            // A: 8 consecutive depths of a row per 8 invocations (a 32-byte
+            // sector of a row-major A), rows next, then the next 8 depths.
+            // The tile is stored depth-major, so invocations writing one
+            // row's depths hit one memory bank: 8 at a time, not all 32 of
+            // a warp as with the depths fastest.
+            let p = idx % 8u + 8u * (idx / (8u * TILE));
+            let i = (idx / 8u) % TILE;
             var v = 0.0;
             if (row0 + i < m && p0 + p < p_len) {
                 v = a_buf[a_base + (row0 + i) * a_rs + (p0 + p) * a_cs];
@@ -157,8 +161,7 @@ fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     for (var p0 = 0u; p0 < p_len; p0 += L_DEPTH) {
         for (var e = 0u; e < L_DEPTH * L_TILE / WG; e++) {
             let idx = lid.x + e * WG;
-            // A: 8 consecutive depths of a row per 8 invocations (32 bytes
-            // of a row-major A), rows next, then the second half of the depths.
+            // A: as in `matmul`, 8 depths of a row per 8 invocations.
             let p = idx % 8u + 8u * (idx / (8u * L_TILE));
             let i = (idx / 8u) % L_TILE;
             var v = 0.0;
