@@ -58,6 +58,15 @@ pub(crate) struct Shared {
     pub chain: Mutex<Chains>,
 }
 
+/// Serializes instance, adapter and device creation in the process.
+/// NVIDIA's Vulkan driver is not thread-safe there (wgpu issues 5930:
+/// `Instance::new` on several threads races, and 10234: concurrent device
+/// and pipeline creation crashes), and on an H200 test binaries whose
+/// threads created six devices at once hung in two runs of four. It guards
+/// no data: a second creator only waits for the first (tens of ms). An
+/// async lock, so that `with_options`'s future stays `Send`.
+static CREATION: futures::lock::Mutex<()> = futures::lock::Mutex::new(());
+
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Device")
@@ -95,8 +104,11 @@ impl Device {
         Ok(dev)
     }
 
-    /// Creates a device on the adapter `options` select.
+    /// Creates a device on the adapter `options` select. Creations are
+    /// serialized across the process ([`CREATION`]).
     pub async fn with_options(options: DeviceOptions) -> Result<Device> {
+        // Held until the instance is dropped (locals drop in reverse order).
+        let _one_at_a_time = CREATION.lock().await;
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: options.backends,
             ..wgpu::InstanceDescriptor::new_without_display_handle()

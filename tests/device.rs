@@ -252,3 +252,33 @@ fn gemm_kernel_can_be_chosen_and_each_computes_the_product() {
         assert_eq!(dev.gemm_kernel() == GemmKernel::Lanes, lanes_runs);
     }
 }
+
+/// Devices created on several threads at once (what a parallel test
+/// harness does) each work: creation is serialized inside pullback,
+/// because some drivers are not thread-safe there. `with_options`'s
+/// future stays `Send`, so async callers can create devices on any executor.
+#[test]
+fn devices_created_on_several_threads_at_once_each_work() {
+    fn assert_send<T: Send>(_: &T) {}
+    let creating = Device::with_options(DeviceOptions::from_env());
+    assert_send(&creating);
+    drop(creating);
+    let barrier = std::sync::Barrier::new(6);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|t| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    let dev = fresh_device();
+                    let x = ok(dev.tensor(&[t as f32, 2.0, 3.0], &[3]));
+                    read(&ok(x.mul(&x)))
+                })
+            })
+            .collect();
+        for (t, h) in handles.into_iter().enumerate() {
+            let got = h.join().expect("a thread creating a device panicked");
+            assert_eq!(got, vec![(t * t) as f32, 4.0, 9.0]);
+        }
+    });
+}
