@@ -26,7 +26,7 @@ pub(crate) enum Access {
 }
 
 /// One WGSL module: `shaders/common.wgsl` followed by the op's own file,
-/// or a module composed at run time (a fused adjoint, `src/ops/fused.rs`),
+/// or a module composed at run time (a fused adjoint, `src/ops/adjoint_recipe.rs`),
 /// named by what it computes so that the cache compiles it once.
 pub(crate) struct Module<'a> {
     pub name: &'a str,

@@ -142,9 +142,9 @@ fn fused_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::adjoint_recipe::tests::validate;
     use crate::ops::binary::BinaryOp;
     use crate::ops::fused::PRELUDE;
-    use crate::ops::fused::tests::validate;
     use crate::ops::unary::UnaryOp;
 
     /// Every unary and binary op, every way of reading an input, steps

@@ -3,6 +3,7 @@
 //! over op kinds, so an op without an adjoint does not compile.
 
 pub(crate) mod accumulate;
+pub(crate) mod adjoint_recipe;
 pub(crate) mod binary;
 mod composite;
 pub(crate) mod conv;
