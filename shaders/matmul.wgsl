@@ -42,60 +42,94 @@ fn store_c(z: u32, i: u32, j: u32, m: u32, n_in: u32, v: f32) {
     }
 }
 
-// [DEPTH][TILE] each, as vec4 so the inner loop reads four values at once.
-var<workgroup> a_tile: array<vec4<f32>, DEPTH * TILE / 4u>;
-var<workgroup> b_tile: array<vec4<f32>, DEPTH * TILE / 4u>;
+// One launch's product as an invocation of a tile sees it.
+struct Gemm {
+    m: u32,
+    n: u32,
+    p_len: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    n_in: u32,
+    // The batch entry, where A's matrix starts in it, the tile's first row
+    // and column.
+    z: u32,
+    a_base: u32,
+    row0: u32,
+    col0: u32,
+    // The B column this invocation loads: the same at every step (WG is a
+    // multiple of the tile's side), so its offset is computed once.
+    b_live: bool,
+    b_col: u32,
+}
+
+// x0, x1: where this dispatch starts, in batch entries and row tiles (the
+// host splits grids past 65535 per dimension into several).
+fn gemm_tile(wid: vec3<u32>, lid: u32, tile: u32) -> Gemm {
+    var g: Gemm;
+    g.m = dim(0u, 0u);
+    g.n = dim(0u, 1u);
+    g.p_len = dim(0u, 2u);
+    g.a_rs = dim(0u, 3u);
+    g.a_cs = dim(0u, 4u);
+    g.b_rs = dim(0u, 5u);
+    g.n_in = dim(1u, 1u);
+    g.z = params.x0 + wid.z;
+    g.a_base = strided_offset(g.z, 2u, 3u) + dim(1u, 2u);
+    g.row0 = (params.x1 + wid.y) * tile;
+    g.col0 = wid.x * tile;
+    let bj = g.col0 + lid % tile;
+    g.b_live = bj < g.n;
+    g.b_col = 0u;
+    if (g.b_live) {
+        g.b_col = b_column(g.z, bj, g.n_in);
+    }
+    return g;
+}
+
+// Both kernels' operand tiles, [depth][tile side] each (32 × 64 or
+// 16 × 128: 16 KiB in all, WebGPU's minimum workgroup storage), as vec4s
+// so the inner loops read four values at once.
+const STAGED: u32 = 2048u;
+const_assert DEPTH * TILE == STAGED;
+var<workgroup> a_tile: array<vec4<f32>, STAGED / 4u>;
+var<workgroup> b_tile: array<vec4<f32>, STAGED / 4u>;
+
+// Stages depths p0 .. p0 + STAGED / tile of the tile's A rows and B columns.
+// A: 8 consecutive depths of a row per 8 invocations (a 32-byte sector of
+// a row-major A), rows next, then the next 8 depths. The tile is stored
+// depth-major, so invocations writing one row's depths hit one memory
+// bank: 8 at a time, not all 32 of a warp as with the depths fastest.
+// B: columns fastest (contiguous along a row-major B's rows); this
+// invocation's column is always the same (Gemm.b_col).
+fn stage(g: Gemm, p0: u32, lid: u32, tile: u32) {
+    for (var e = 0u; e < STAGED / WG; e++) {
+        let idx = lid + e * WG;
+        let p = idx % 8u + 8u * (idx / (8u * tile));
+        let i = (idx / 8u) % tile;
+        var v = 0.0;
+        if (g.row0 + i < g.m && p0 + p < g.p_len) {
+            v = a_buf[g.a_base + (g.row0 + i) * g.a_rs + (p0 + p) * g.a_cs];
+        }
+        a_tile[p * (tile / 4u) + i / 4u][i % 4u] = v;
+        let j = idx % tile;
+        let q = idx / tile;
+        var w = 0.0;
+        if (g.b_live && p0 + q < g.p_len) {
+            w = b_buf[g.b_col + (p0 + q) * g.b_rs];
+        }
+        b_tile[q * (tile / 4u) + j / 4u][j % 4u] = w;
+    }
+}
 
 @compute @workgroup_size(WG)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let m = dim(0u, 0u);
-    let n = dim(0u, 1u);
-    let p_len = dim(0u, 2u);
-    let a_rs = dim(0u, 3u);
-    let a_cs = dim(0u, 4u);
-    let b_rs = dim(0u, 5u);
-    let n_in = dim(1u, 1u);
-    // x0, x1: where this dispatch starts, in batch entries and row tiles
-    // (the host splits grids past 65535 per dimension into several).
-    let z = params.x0 + wid.z;
-    let a_base = strided_offset(z, 2u, 3u) + dim(1u, 2u);
-    let row0 = (params.x1 + wid.y) * TILE;
-    let col0 = wid.x * TILE;
+    let g = gemm_tile(wid, lid.x, TILE);
     let tx = lid.x % 16u;
     let ty = lid.x / 16u;
-    // The B column this invocation loads is the same at every step (WG is
-    // a multiple of TILE): its offset is computed once.
-    let bj = col0 + lid.x % TILE;
-    let b_live = bj < n;
-    var b_col = 0u;
-    if (b_live) {
-        b_col = b_column(z, bj, n_in);
-    }
     var acc = array<vec4<f32>, 4>(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
-    for (var p0 = 0u; p0 < p_len; p0 += DEPTH) {
-        for (var e = 0u; e < DEPTH * TILE / WG; e++) {
-            let idx = lid.x + e * WG;
-            // A: 8 consecutive depths of a row per 8 invocations (a 32-byte
-            // sector of a row-major A), rows next, then the next 8 depths.
-            // The tile is stored depth-major, so invocations writing one
-            // row's depths hit one memory bank: 8 at a time, not all 32 of
-            // a warp as with the depths fastest.
-            let p = idx % 8u + 8u * (idx / (8u * TILE));
-            let i = (idx / 8u) % TILE;
-            var v = 0.0;
-            if (row0 + i < m && p0 + p < p_len) {
-                v = a_buf[a_base + (row0 + i) * a_rs + (p0 + p) * a_cs];
-            }
-            a_tile[p * (TILE / 4u) + i / 4u][i % 4u] = v;
-            // B: columns fastest (contiguous along a row-major B's rows).
-            let j = idx % TILE;
-            let q = idx / TILE;
-            var w = 0.0;
-            if (b_live && p0 + q < p_len) {
-                w = b_buf[b_col + (p0 + q) * b_rs];
-            }
-            b_tile[q * (TILE / 4u) + j / 4u][j % 4u] = w;
-        }
+    for (var p0 = 0u; p0 < g.p_len; p0 += DEPTH) {
+        stage(g, p0, lid.x, TILE);
         workgroupBarrier();
         for (var p = 0u; p < DEPTH; p++) {
             let av = a_tile[p * (TILE / 4u) + ty];
@@ -108,12 +142,12 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
         workgroupBarrier();
     }
     for (var r = 0u; r < 4u; r++) {
-        let i = row0 + ty * 4u + r;
-        if (i < m) {
+        let i = g.row0 + ty * 4u + r;
+        if (i < g.m) {
             for (var c = 0u; c < 4u; c++) {
-                let j = col0 + tx * 4u + c;
-                if (j < n) {
-                    store_c(z, i, j, m, n_in, acc[r][c]);
+                let j = g.col0 + tx * 4u + c;
+                if (j < g.n) {
+                    store_c(g.z, i, j, g.m, g.n_in, acc[r][c]);
                 }
             }
         }
@@ -130,60 +164,25 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
 // every accumulator is indexed by a constant (kept in registers).
 const L_TILE: u32 = 128u;
 const L_DEPTH: u32 = 16u;
-// [L_DEPTH][L_TILE] each: 16 KiB in all, WebGPU's minimum workgroup storage.
-var<workgroup> la_tile: array<vec4<f32>, L_DEPTH * L_TILE / 4u>;
-var<workgroup> lb_tile: array<vec4<f32>, L_DEPTH * L_TILE / 4u>;
+const_assert L_DEPTH * L_TILE == STAGED;
 
 @compute @workgroup_size(WG)
 fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let m = dim(0u, 0u);
-    let n = dim(0u, 1u);
-    let p_len = dim(0u, 2u);
-    let a_rs = dim(0u, 3u);
-    let a_cs = dim(0u, 4u);
-    let b_rs = dim(0u, 5u);
-    let n_in = dim(1u, 1u);
-    let z = params.x0 + wid.z;
-    let a_base = strided_offset(z, 2u, 3u) + dim(1u, 2u);
-    let row0 = (params.x1 + wid.y) * L_TILE;
-    let col0 = wid.x * L_TILE;
+    let g = gemm_tile(wid, lid.x, L_TILE);
     let tx = lid.x % 16u;
     let ty = lid.x / 16u;
-    let bj = col0 + lid.x % L_TILE;
-    let b_live = bj < n;
-    var b_col = 0u;
-    if (b_live) {
-        b_col = b_column(z, bj, n_in);
-    }
     // acc[2r + h]: row (r / 4)·64 + ty·4 + r % 4 of the tile, columns
     // h·64 + tx·4 .. + 3.
     var acc: array<vec4<f32>, 16>;
-    for (var p0 = 0u; p0 < p_len; p0 += L_DEPTH) {
-        for (var e = 0u; e < L_DEPTH * L_TILE / WG; e++) {
-            let idx = lid.x + e * WG;
-            // A: as in `matmul`, 8 depths of a row per 8 invocations.
-            let p = idx % 8u + 8u * (idx / (8u * L_TILE));
-            let i = (idx / 8u) % L_TILE;
-            var v = 0.0;
-            if (row0 + i < m && p0 + p < p_len) {
-                v = a_buf[a_base + (row0 + i) * a_rs + (p0 + p) * a_cs];
-            }
-            la_tile[p * (L_TILE / 4u) + i / 4u][i % 4u] = v;
-            // B: columns fastest; this invocation's column is always bj.
-            let q = idx / L_TILE;
-            var w = 0.0;
-            if (b_live && p0 + q < p_len) {
-                w = b_buf[b_col + (p0 + q) * b_rs];
-            }
-            lb_tile[q * (L_TILE / 4u) + (lid.x % L_TILE) / 4u][lid.x % 4u] = w;
-        }
+    for (var p0 = 0u; p0 < g.p_len; p0 += L_DEPTH) {
+        stage(g, p0, lid.x, L_TILE);
         workgroupBarrier();
         for (var p = 0u; p < L_DEPTH; p++) {
             let row = p * (L_TILE / 4u);
-            let a0 = la_tile[row + ty];
-            let a1 = la_tile[row + 16u + ty];
-            let b0 = lb_tile[row + tx];
-            let b1 = lb_tile[row + 16u + tx];
+            let a0 = a_tile[row + ty];
+            let a1 = a_tile[row + 16u + ty];
+            let b0 = b_tile[row + tx];
+            let b1 = b_tile[row + 16u + tx];
             acc[0] += a0.x * b0;
             acc[1] += a0.x * b1;
             acc[2] += a0.y * b0;
@@ -203,16 +202,16 @@ fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
         }
         workgroupBarrier();
     }
-    let r0 = row0 + ty * 4u;
-    let c0 = col0 + tx * 4u;
-    store_block(z, r0, c0, m, n, n_in, acc[0], acc[1]);
-    store_block(z, r0 + 1u, c0, m, n, n_in, acc[2], acc[3]);
-    store_block(z, r0 + 2u, c0, m, n, n_in, acc[4], acc[5]);
-    store_block(z, r0 + 3u, c0, m, n, n_in, acc[6], acc[7]);
-    store_block(z, r0 + 64u, c0, m, n, n_in, acc[8], acc[9]);
-    store_block(z, r0 + 65u, c0, m, n, n_in, acc[10], acc[11]);
-    store_block(z, r0 + 66u, c0, m, n, n_in, acc[12], acc[13]);
-    store_block(z, r0 + 67u, c0, m, n, n_in, acc[14], acc[15]);
+    let r0 = g.row0 + ty * 4u;
+    let c0 = g.col0 + tx * 4u;
+    store_block(g.z, r0, c0, g.m, g.n, g.n_in, acc[0], acc[1]);
+    store_block(g.z, r0 + 1u, c0, g.m, g.n, g.n_in, acc[2], acc[3]);
+    store_block(g.z, r0 + 2u, c0, g.m, g.n, g.n_in, acc[4], acc[5]);
+    store_block(g.z, r0 + 3u, c0, g.m, g.n, g.n_in, acc[6], acc[7]);
+    store_block(g.z, r0 + 64u, c0, g.m, g.n, g.n_in, acc[8], acc[9]);
+    store_block(g.z, r0 + 65u, c0, g.m, g.n, g.n_in, acc[10], acc[11]);
+    store_block(g.z, r0 + 66u, c0, g.m, g.n, g.n_in, acc[12], acc[13]);
+    store_block(g.z, r0 + 67u, c0, g.m, g.n, g.n_in, acc[14], acc[15]);
 }
 
 // Row i of a large tile's invocation block: columns j0.. j0 + 3 from lo,

@@ -104,8 +104,9 @@ impl Device {
         Ok(dev)
     }
 
-    /// Creates a device on the adapter `options` select. Creations are
-    /// serialized across the process ([`CREATION`]).
+    /// Creates a device on the adapter `options` select. One creation
+    /// runs at a time in the process (others wait for it): some drivers,
+    /// NVIDIA's Vulkan driver among them, are not thread-safe there.
     pub async fn with_options(options: DeviceOptions) -> Result<Device> {
         // Held until the instance is dropped (locals drop in reverse order).
         let _one_at_a_time = CREATION.lock().await;
