@@ -205,7 +205,14 @@ fn gemm_launch(
         (n, z)
     };
     let schedule = match dev.gemm_schedule() {
-        GemmKernel::Auto => auto_tiles(m, cols, grid_z),
+        GemmKernel::Auto => {
+            let min_tiles = if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
+                GemmKernel::CPU_LARGE_TILE_MIN_TILES
+            } else {
+                GemmKernel::LARGE_TILE_MIN_TILES
+            };
+            auto_tiles(m, cols, grid_z, min_tiles)
+        }
         chosen => chosen,
     };
     let (tile_rows, tile_cols) = match schedule {
@@ -310,13 +317,13 @@ pub(super) fn batch_strides(own: &[usize], batch: &[usize], matrix: usize) -> Ve
         .collect()
 }
 
-/// [`GemmKernel::Auto`]'s choice on a GPU for a launch of `grid_z` products
-/// of `m` rows and `cols` columns: 128×128 tiles once they fill
-/// [`GemmKernel::LARGE_TILE_MIN_TILES`] workgroups (a tile's rows and
-/// columns not mostly empty), 64×64 below (four times the workgroups).
-fn auto_tiles(m: usize, cols: usize, grid_z: usize) -> GemmKernel {
+/// [`GemmKernel::Auto`]'s choice of tiles for a launch of `grid_z`
+/// products of `m` rows and `cols` columns: 128×128 once they fill
+/// `min_tiles` workgroups (a tile's rows and columns not mostly empty),
+/// 64×64 below (four times the workgroups).
+fn auto_tiles(m: usize, cols: usize, grid_z: usize, min_tiles: usize) -> GemmKernel {
     let large_tiles = m.div_ceil(LARGE_TILE) * cols.div_ceil(LARGE_TILE) * grid_z;
-    if m >= LARGE_TILE && cols >= LARGE_TILE && large_tiles >= GemmKernel::LARGE_TILE_MIN_TILES {
+    if m >= LARGE_TILE && cols >= LARGE_TILE && large_tiles >= min_tiles {
         GemmKernel::LargeTiles
     } else {
         GemmKernel::Tiles
@@ -329,14 +336,24 @@ mod tests {
 
     #[test]
     fn gpus_use_large_tiles_for_large_products_only() {
-        assert_eq!(auto_tiles(4096, 4096, 1), GemmKernel::LargeTiles);
-        assert_eq!(auto_tiles(2048, 2048, 1), GemmKernel::LargeTiles);
+        let gpu = |m, cols, z| auto_tiles(m, cols, z, GemmKernel::LARGE_TILE_MIN_TILES);
+        assert_eq!(gpu(4096, 4096, 1), GemmKernel::LargeTiles);
+        assert_eq!(gpu(2048, 2048, 1), GemmKernel::LargeTiles);
         // 64 large tiles would leave most compute units of a big GPU idle.
-        assert_eq!(auto_tiles(1024, 1024, 1), GemmKernel::Tiles);
+        assert_eq!(gpu(1024, 1024, 1), GemmKernel::Tiles);
         // A batch of 4 such products fills 256.
-        assert_eq!(auto_tiles(1024, 1024, 4), GemmKernel::LargeTiles);
+        assert_eq!(gpu(1024, 1024, 4), GemmKernel::LargeTiles);
         // Too few rows or columns to fill a 128-tile: mostly empty tiles.
-        assert_eq!(auto_tiles(64, 1 << 20, 1), GemmKernel::Tiles);
-        assert_eq!(auto_tiles(1 << 20, 100, 1), GemmKernel::Tiles);
+        assert_eq!(gpu(64, 1 << 20, 1), GemmKernel::Tiles);
+        assert_eq!(gpu(1 << 20, 100, 1), GemmKernel::Tiles);
+    }
+
+    #[test]
+    fn cpus_without_subgroups_use_large_tiles_from_two_of_them() {
+        let cpu = |m, cols| auto_tiles(m, cols, 1, GemmKernel::CPU_LARGE_TILE_MIN_TILES);
+        assert_eq!(cpu(256, 1024), GemmKernel::LargeTiles);
+        assert_eq!(cpu(1000, 200), GemmKernel::LargeTiles);
+        assert_eq!(cpu(128, 128), GemmKernel::Tiles);
+        assert_eq!(cpu(64, 512), GemmKernel::Tiles);
     }
 }
