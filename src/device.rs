@@ -5,7 +5,7 @@
 //! submitting anything else, since that may read the chain's results.
 
 use crate::lock::Recover;
-use std::sync::atomic::{AtomicBool, AtomicU8};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use crate::adapter::{self, DeviceOptions, GemmKernel};
@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub budget: std::sync::atomic::AtomicU64,
     /// The GEMM schedule, a resolved [`GemmKernel`] (`src/settings.rs`).
     pub gemm: AtomicU8,
+    /// Where `GemmKernel::Auto` switches to large tiles (`src/tune.rs`).
+    pub large_min_tiles: AtomicUsize,
     /// Elementwise regions of a backward pass run as one fused kernel.
     pub fuse: AtomicBool,
     /// Elementwise forward ops wait in `chain` and run as one kernel.
@@ -163,6 +165,11 @@ impl Device {
         let gemm = GemmKernel::Auto
             .resolve(&info, &device)
             .unwrap_or(GemmKernel::Tiles);
+        let large_min_tiles = if info.device_type == wgpu::DeviceType::Cpu {
+            GemmKernel::CPU_LARGE_TILE_MIN_TILES
+        } else {
+            GemmKernel::LARGE_TILE_MIN_TILES
+        };
         let pool = Arc::new(Pool::new(device.clone(), &device.limits()));
         let warmer = Warmer::for_adapter(&info, &queue);
         Device {
@@ -181,6 +188,7 @@ impl Device {
                 uncaptured,
                 budget: std::sync::atomic::AtomicU64::new(u64::MAX),
                 gemm: AtomicU8::new(gemm.to_u8()),
+                large_min_tiles: AtomicUsize::new(large_min_tiles),
                 fuse: AtomicBool::new(true),
                 fuse_forward: AtomicBool::new(true),
                 chain: Mutex::default(),

@@ -78,6 +78,7 @@ mod scheduler;
 mod settings;
 mod shape;
 mod tensor;
+mod tune;
 mod vjp;
 mod warm;
 
@@ -95,5 +96,6 @@ pub use per_example::{per_example_grad_norms, per_example_grads};
 pub use pool::Stats;
 pub use readback::read_all;
 pub use tensor::Tensor;
+pub use tune::{GemmProbe, GemmTuning};
 pub use vjp::{JacobianOptions, jacobian, jacobian_with, plan_peak_bytes, vjp, vjp_batched};
 pub use wgpu;

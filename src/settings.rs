@@ -10,10 +10,14 @@ use crate::device::Device;
 use crate::error::Result;
 
 impl Device {
-    /// Applies `PULLBACK_GEMM` (`auto`, `tiles`, `large`, `lanes`) and
+    /// Applies `PULLBACK_GEMM` (`auto`, `tiles`, `large`, `lanes`, or `tune`:
+    /// `auto` after [`Device::tune_gemm`]) and
     /// `PULLBACK_FUSION` (`off` or `0` turns fusion off).
     pub(crate) fn apply_env(&self) -> Result<()> {
         self.set_gemm_kernel(GemmKernel::from_env())?;
+        if std::env::var("PULLBACK_GEMM").is_ok_and(|v| v.trim().eq_ignore_ascii_case("tune")) {
+            self.tune_gemm()?;
+        }
         if let Ok(v) = std::env::var("PULLBACK_FUSION") {
             let off = matches!(
                 v.trim().to_ascii_lowercase().as_str(),

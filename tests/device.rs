@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use pullback::{Device, DeviceOptions, Error, GemmKernel};
+use pullback::{Device, DeviceOptions, Error, GemmKernel, Tensor};
 
 // ---------------------------------------------------------------------------
 // Counters
@@ -200,25 +200,7 @@ fn gemm_kernel_can_be_chosen_and_each_computes_the_product() {
     // 70×7 · 7×66: crosses the 64 tiles, a contraction of 7 (not a multiple
     // of 4: unaligned rows and a tail); 150×37 · 37×133 crosses the 128
     // tiles, with a contraction past one 16- or 32-deep step and a tail.
-    let products = [(70, 7, 66), (150, 37, 133)].map(|(m, p, n)| {
-        let a: Vec<f32> = (0..m * p)
-            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
-            .collect();
-        let b: Vec<f32> = (0..p * n)
-            .map(|i| ((i * 53 % 97) as f32) / 48.0 - 1.0)
-            .collect();
-        // (value, bound on f32 summation error: p·2⁻²⁴·Σ|terms|).
-        let want: Vec<(f64, f64)> = (0..m * n)
-            .map(|e| {
-                let terms = (0..p).map(|q| a[e / n * p + q] as f64 * b[q * n + e % n] as f64);
-                let abs: f64 = terms.clone().map(f64::abs).sum();
-                (terms.sum(), 1e-7 + p as f64 * 6e-8 * abs)
-            })
-            .collect();
-        let ta = ok(dev.tensor(&a, &[m, p]));
-        let tb = ok(dev.tensor(&b, &[p, n]));
-        (ta, tb, want)
-    });
+    let products = [(70, 7, 66), (150, 37, 133)].map(|mpn| Product::new(&dev, mpn));
     let lanes_runs =
         dev.gemm_kernel() == GemmKernel::Lanes || dev.set_gemm_kernel(GemmKernel::Lanes).is_ok();
     let mut kernels = vec![GemmKernel::Tiles, GemmKernel::LargeTiles];
@@ -236,15 +218,8 @@ fn gemm_kernel_can_be_chosen_and_each_computes_the_product() {
     for kernel in kernels {
         ok(dev.set_gemm_kernel(kernel));
         assert_eq!(dev.gemm_kernel(), kernel);
-        for (ta, tb, want) in &products {
-            let got = read(&ok(ta.matmul(tb)));
-            for (e, (g, (w, tol))) in got.iter().zip(want).enumerate() {
-                assert!(
-                    (*g as f64 - w).abs() <= *tol,
-                    "{kernel:?} {:?}: element {e}: {g} vs {w}",
-                    ta.shape()
-                );
-            }
+        for product in &products {
+            product.check(&format!("{kernel:?}"));
         }
     }
     if dev.adapter_info().device_type == pullback::wgpu::DeviceType::Cpu {
@@ -281,4 +256,91 @@ fn devices_created_on_several_threads_at_once_each_work() {
             assert_eq!(got, vec![(t * t) as f32, 4.0, 9.0]);
         }
     });
+}
+
+/// The GEMM autotune times both tiles schedules at three sizes, sets where
+/// `Auto` switches to the large tiles from what it measured, leaves the
+/// schedule choice as it was, and products keep their values.
+#[test]
+fn tune_gemm_measures_both_tiles_and_sets_the_switch() {
+    let dev = fresh_device();
+    let kernel = dev.gemm_kernel();
+    let default = dev.large_tile_min_tiles();
+    let cpu = dev.adapter_info().device_type == pullback::wgpu::DeviceType::Cpu;
+    assert_eq!(
+        default,
+        if cpu {
+            GemmKernel::CPU_LARGE_TILE_MIN_TILES
+        } else {
+            GemmKernel::LARGE_TILE_MIN_TILES
+        }
+    );
+    let tuning = ok(dev.tune_gemm());
+    let sizes: Vec<usize> = tuning.probes.iter().map(|p| p.n).collect();
+    let want = if cpu {
+        [128, 256, 512]
+    } else {
+        [512, 1024, 2048]
+    };
+    assert_eq!(sizes, want.iter().flat_map(|&n| [n, n]).collect::<Vec<_>>());
+    for (i, p) in tuning.probes.iter().enumerate() {
+        let expected = [GemmKernel::Tiles, GemmKernel::LargeTiles][i % 2];
+        assert_eq!(p.kernel, expected);
+        assert!(p.ms > 0.0 && p.ms.is_finite(), "{p:?}");
+    }
+    // The switch is the tile count of a probe size, or 4× the largest's.
+    let tiles = |n: usize| n.div_ceil(128).pow(2);
+    let allowed: Vec<usize> = want
+        .iter()
+        .map(|&n| tiles(n))
+        .chain([4 * tiles(want[2])])
+        .collect();
+    assert!(allowed.contains(&tuning.large_tile_min_tiles), "{tuning:?}");
+    assert_eq!(dev.large_tile_min_tiles(), tuning.large_tile_min_tiles);
+    assert_eq!(dev.gemm_kernel(), kernel);
+    assert!(tuning.took.as_secs_f64() > 0.0);
+    // Products after tuning: the reference values (Auto, whichever tiles).
+    Product::new(&dev, (150, 37, 133)).check("after tune_gemm");
+}
+
+/// A matrix product on the device and its float64 reference.
+struct Product {
+    a: Tensor,
+    b: Tensor,
+    /// (value, bound on f32 summation error: p·2⁻²⁴·Σ|terms|).
+    want: Vec<(f64, f64)>,
+}
+
+impl Product {
+    fn new(dev: &Device, (m, p, n): (usize, usize, usize)) -> Product {
+        let a: Vec<f32> = (0..m * p)
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        let b: Vec<f32> = (0..p * n)
+            .map(|i| ((i * 53 % 97) as f32) / 48.0 - 1.0)
+            .collect();
+        let want = (0..m * n)
+            .map(|e| {
+                let terms = (0..p).map(|q| a[e / n * p + q] as f64 * b[q * n + e % n] as f64);
+                let abs: f64 = terms.clone().map(f64::abs).sum();
+                (terms.sum(), 1e-7 + p as f64 * 6e-8 * abs)
+            })
+            .collect();
+        Product {
+            a: ok(dev.tensor(&a, &[m, p])),
+            b: ok(dev.tensor(&b, &[p, n])),
+            want,
+        }
+    }
+
+    fn check(&self, what: &str) {
+        let got = read(&ok(self.a.matmul(&self.b)));
+        for (e, (g, (w, tol))) in got.iter().zip(&self.want).enumerate() {
+            assert!(
+                (*g as f64 - w).abs() <= *tol,
+                "{what} {:?}: element {e}: {g} vs {w}",
+                self.a.shape()
+            );
+        }
+    }
 }

@@ -63,6 +63,8 @@ pub fn targets(dev: &Device, r: &mut Report, fma_gflops: f64) {
 /// too (on lavapipe the tiles need ~30 s a run there), in GFLOP/s and as
 /// a fraction of the FMA kernel: the measurements behind
 /// `GemmKernel::Auto`'s choice. The device's choice is restored after.
+/// Then `Device::tune_gemm` on a fresh device: its timings, the switch it
+/// sets and what it cost.
 pub fn gemm_schedules(dev: &Device, r: &mut Report, fma_gflops: f64) {
     r.section("GEMM schedules (GemmKernel), GFLOP/s and fraction of the FMA kernel");
     let before = dev.gemm_kernel();
@@ -91,4 +93,28 @@ pub fn gemm_schedules(dev: &Device, r: &mut Report, fma_gflops: f64) {
     }
     dev.set_gemm_kernel(before)
         .expect("the schedule the device had runs on it");
+    // The autotune on a device of its own, so that its cost includes the
+    // pipelines' compiles and the report's device keeps its defaults.
+    let fresh = Device::new().expect("a second device on the same adapter");
+    let tuning = fresh.tune_gemm().expect("the GEMM autotune");
+    for p in &tuning.probes {
+        r.add(
+            "gemm",
+            &format!("tune_gemm: {}^3 {:?}", p.n, p.kernel),
+            p.ms,
+            "ms",
+        );
+    }
+    r.add(
+        "gemm",
+        "tune_gemm: LargeTiles from this many tiles",
+        tuning.large_tile_min_tiles as f64,
+        "",
+    );
+    r.add(
+        "gemm",
+        "tune_gemm: cost on a fresh device (issue 7: < 100 ms)",
+        tuning.took.as_secs_f64() * 1e3,
+        "ms",
+    );
 }

@@ -205,14 +205,7 @@ fn gemm_launch(
         (n, z)
     };
     let schedule = match dev.gemm_schedule() {
-        GemmKernel::Auto => {
-            let min_tiles = if dev.adapter_info().device_type == wgpu::DeviceType::Cpu {
-                GemmKernel::CPU_LARGE_TILE_MIN_TILES
-            } else {
-                GemmKernel::LARGE_TILE_MIN_TILES
-            };
-            auto_tiles(m, cols, grid_z, min_tiles)
-        }
+        GemmKernel::Auto => auto_tiles(m, cols, grid_z, dev.large_tile_min_tiles()),
         chosen => chosen,
     };
     let (tile_rows, tile_cols) = match schedule {
