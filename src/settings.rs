@@ -39,14 +39,6 @@ impl Device {
             .then_some(crate::kernels::LOOP_PIECE)
     }
 
-    /// The GEMM schedule products use: `Lanes`, `Tiles`, `LargeTiles`, or
-    /// `Auto` where the tiles are chosen per product ([`GemmKernel`];
-    /// pullback asks for subgroups where the adapter has them, a shared
-    /// device has what its owner requested).
-    pub(crate) fn gemm_schedule(&self) -> GemmKernel {
-        GemmKernel::from_u8(self.shared.gemm.load(Ordering::Relaxed))
-    }
-
     /// Chooses the GEMM schedule matrix products use from now on (default
     /// [`GemmKernel::Auto`]; `Device::new` takes it from `PULLBACK_GEMM`).
     /// All compute the same products; this is for measuring one against
@@ -59,10 +51,12 @@ impl Device {
     }
 
     /// The schedule matrix products use now: `Lanes`, `Tiles` or
-    /// `LargeTiles`, or `Auto` on GPUs left to choose the tiles per product
-    /// (see [`GemmKernel::Auto`]).
+    /// `LargeTiles`, or `Auto` where the tiles are chosen per product (GPUs,
+    /// and CPUs without subgroups; see [`GemmKernel::Auto`]). pullback asks
+    /// for subgroups where the adapter has them; a shared device has what
+    /// its owner requested.
     pub fn gemm_kernel(&self) -> GemmKernel {
-        self.gemm_schedule()
+        GemmKernel::from_u8(self.shared.gemm.load(Ordering::Relaxed))
     }
 
     /// Turns fused adjoints on (the default) or off. On, a backward pass

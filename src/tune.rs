@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::adapter::GemmKernel;
 use crate::device::Device;
 use crate::error::Result;
+use crate::ops::gemm::large_tiles;
 
 /// One timing of the autotune: `kernel` on an `n`×`n`×`n` product.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,11 +104,6 @@ impl Device {
     }
 }
 
-/// The 128-tiles of an n×n product.
-fn large_tiles(n: usize) -> usize {
-    n.div_ceil(128).pow(2)
-}
-
 /// From probes in pairs (Tiles, LargeTiles) by growing size: the tile
 /// count of the smallest size from which LargeTiles was faster at every
 /// size; none: four times the largest probe's.
@@ -115,13 +111,13 @@ fn large_tile_threshold(probes: &[GemmProbe]) -> usize {
     let mut threshold = None;
     for pair in probes.chunks(2).rev() {
         if pair[1].ms < pair[0].ms {
-            threshold = Some(large_tiles(pair[0].n));
+            threshold = Some(large_tiles(pair[0].n, pair[0].n));
         } else {
             break;
         }
     }
     let largest = probes.last().map_or(2048, |p| p.n);
-    threshold.unwrap_or(4 * large_tiles(largest))
+    threshold.unwrap_or(4 * large_tiles(largest, largest))
 }
 
 #[cfg(test)]

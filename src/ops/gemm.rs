@@ -204,7 +204,7 @@ fn gemm_launch(
     } else {
         (n, z)
     };
-    let schedule = match dev.gemm_schedule() {
+    let schedule = match dev.gemm_kernel() {
         GemmKernel::Auto => auto_tiles(m, cols, grid_z, dev.large_tile_min_tiles()),
         chosen => chosen,
     };
@@ -315,12 +315,16 @@ pub(super) fn batch_strides(own: &[usize], batch: &[usize], matrix: usize) -> Ve
 /// `min_tiles` workgroups (a tile's rows and columns not mostly empty),
 /// 64×64 below (four times the workgroups).
 fn auto_tiles(m: usize, cols: usize, grid_z: usize, min_tiles: usize) -> GemmKernel {
-    let large_tiles = m.div_ceil(LARGE_TILE) * cols.div_ceil(LARGE_TILE) * grid_z;
-    if m >= LARGE_TILE && cols >= LARGE_TILE && large_tiles >= min_tiles {
+    if m >= LARGE_TILE && cols >= LARGE_TILE && large_tiles(m, cols) * grid_z >= min_tiles {
         GemmKernel::LargeTiles
     } else {
         GemmKernel::Tiles
     }
+}
+
+/// The 128×128 tiles an `m`×`cols` product fills.
+pub(crate) fn large_tiles(m: usize, cols: usize) -> usize {
+    m.div_ceil(LARGE_TILE) * cols.div_ceil(LARGE_TILE)
 }
 
 #[cfg(test)]

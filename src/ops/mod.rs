@@ -13,7 +13,7 @@ pub(crate) mod fill;
 mod forward_recipe;
 pub(crate) mod fused;
 pub(crate) mod fused_forward;
-mod gemm;
+pub(crate) mod gemm;
 mod index;
 pub(crate) mod layout;
 mod matmul;
