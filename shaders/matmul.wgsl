@@ -29,16 +29,16 @@ fn b_column(z: u32, bj: u32, n_in: u32) -> u32 {
     return strided_offset(z + bj / n_in, 2u, 4u) + (bj % n_in) * dim(1u, 0u) + dim(1u, 3u);
 }
 
-// Stores element (i, j) of batch entry z's product. C is [*batch, M, N_IN],
+// Stores element (i, j) of batch entry g.z's product. C is [*batch, M, N_IN],
 // contiguous; with x2 set, this product is the transpose of the one asked
 // for (a narrow product computed as Cᵀ = Bᵀ·Aᵀ so that its many rows fill
 // the tiles' columns; no batch): store Cᵀ.
-fn store_c(z: u32, i: u32, j: u32, m: u32, n_in: u32, v: f32) {
+fn store_c(g: Gemm, i: u32, j: u32, v: f32) {
     if (params.x2 != 0u) {
-        c_buf[j * m + i] = v;
+        c_buf[j * g.m + i] = v;
     } else {
-        let zj = z + j / n_in;
-        c_buf[(zj * m + i) * n_in + j % n_in] = v;
+        let zj = g.z + j / g.n_in;
+        c_buf[(zj * g.m + i) * g.n_in + j % g.n_in] = v;
     }
 }
 
@@ -147,7 +147,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             for (var c = 0u; c < 4u; c++) {
                 let j = g.col0 + tx * 4u + c;
                 if (j < g.n) {
-                    store_c(g.z, i, j, g.m, g.n_in, acc[r][c]);
+                    store_c(g, i, j, acc[r][c]);
                 }
             }
         }
@@ -204,29 +204,29 @@ fn matmul_large(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     }
     let r0 = g.row0 + ty * 4u;
     let c0 = g.col0 + tx * 4u;
-    store_block(g.z, r0, c0, g.m, g.n, g.n_in, acc[0], acc[1]);
-    store_block(g.z, r0 + 1u, c0, g.m, g.n, g.n_in, acc[2], acc[3]);
-    store_block(g.z, r0 + 2u, c0, g.m, g.n, g.n_in, acc[4], acc[5]);
-    store_block(g.z, r0 + 3u, c0, g.m, g.n, g.n_in, acc[6], acc[7]);
-    store_block(g.z, r0 + 64u, c0, g.m, g.n, g.n_in, acc[8], acc[9]);
-    store_block(g.z, r0 + 65u, c0, g.m, g.n, g.n_in, acc[10], acc[11]);
-    store_block(g.z, r0 + 66u, c0, g.m, g.n, g.n_in, acc[12], acc[13]);
-    store_block(g.z, r0 + 67u, c0, g.m, g.n, g.n_in, acc[14], acc[15]);
+    store_block(g, r0, c0, acc[0], acc[1]);
+    store_block(g, r0 + 1u, c0, acc[2], acc[3]);
+    store_block(g, r0 + 2u, c0, acc[4], acc[5]);
+    store_block(g, r0 + 3u, c0, acc[6], acc[7]);
+    store_block(g, r0 + 64u, c0, acc[8], acc[9]);
+    store_block(g, r0 + 65u, c0, acc[10], acc[11]);
+    store_block(g, r0 + 66u, c0, acc[12], acc[13]);
+    store_block(g, r0 + 67u, c0, acc[14], acc[15]);
 }
 
 // Row i of a large tile's invocation block: columns j0.. j0 + 3 from lo,
 // j0 + 64 .. j0 + 67 from hi (values passed, so no accumulator is indexed
 // by a variable).
-fn store_block(z: u32, i: u32, j0: u32, m: u32, n: u32, n_in: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    if (i >= m) {
+fn store_block(g: Gemm, i: u32, j0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (i >= g.m) {
         return;
     }
     for (var c = 0u; c < 4u; c++) {
-        if (j0 + c < n) {
-            store_c(z, i, j0 + c, m, n_in, lo[c]);
+        if (j0 + c < g.n) {
+            store_c(g, i, j0 + c, lo[c]);
         }
-        if (j0 + 64u + c < n) {
-            store_c(z, i, j0 + 64u + c, m, n_in, hi[c]);
+        if (j0 + 64u + c < g.n) {
+            store_c(g, i, j0 + 64u + c, hi[c]);
         }
     }
 }
