@@ -7,8 +7,8 @@
 //! It prints the adapter and its ceilings (copy GB/s, FMA GFLOP/s, the cost
 //! of a dispatch and of a submit), the start-up cost (a fresh process with
 //! Mesa's shader cache disabled: `Device::new()` and the first W3 step,
-//! pipelines included), then W1–W5, matmul and readback with ms, GB/s or
-//! GFLOP/s, the fraction of the ceiling, batched/looped ratios and peak
+//! pipelines included), then W1–W5, W9 (a small graph's host cost),
+//! matmul and readback with ms, GB/s or GFLOP/s, the fraction of the ceiling, batched/looped ratios and peak
 //! bytes, and a K sweep (W2 at K = 1…256, the W5 Jacobian at 64…1024 rows)
 //! as ms per cotangent next to the looped cost, also drawn as an SVG chart.
 //! `--json` writes every figure to a file so runs can be compared. The
@@ -23,6 +23,7 @@ mod report;
 
 use std::time::Instant;
 
+use common::small_graph::{W9, W9_OPS};
 use common::workloads::*;
 use common::{median_secs, values};
 use pullback::Device;
@@ -163,6 +164,11 @@ fn main() {
         r.add("W2", &format!("{what}: kernel per op"), each, "ms");
         r.add("W2", &format!("{what}: per op / fused"), each / fused, "x");
     }
+
+    r.section("W9: 96 elementwise ops, n = 256: forward + vjp + readback");
+    let w9 = W9::new(&dev);
+    let w9_ms = r.add("W9", "fwd + vjp + readback", ms(15, &|| w9.run()), "ms");
+    r.add("W9", "per op", w9_ms * 1e3 / W9_OPS as f64, "µs");
 
     r.section("W3: MLP B=256 D=512 H=1024 C=10, forward + backward");
     let w3 = W3::new(&dev);
