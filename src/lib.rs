@@ -56,46 +56,34 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_docs)]
 
-mod adapter;
-mod batch;
-mod device;
+// The layers, each importing only from those listed before it (the tape
+// and the ops share one circle: a node records its op, an op records a
+// node). `tests/layers.rs` keeps the walls.
 mod error;
-mod fusion;
-mod gradcheck;
-mod graph;
-mod interop;
-mod kernels;
 mod lock;
-mod memory;
-#[cfg(feature = "ndarray")]
-mod ndarray_interop;
-mod ops;
-mod per_example;
-mod plan;
-mod pool;
-mod readback;
-mod scheduler;
-mod settings;
 mod shape;
-mod tensor;
-mod tune;
-mod vjp;
-mod warm;
 
-pub use adapter::{DeviceOptions, GemmKernel};
-pub use device::Device;
+mod runtime;
+
+mod ops;
+mod tape;
+
+mod autodiff;
+
+pub use autodiff::gradcheck::{GradcheckEntry, GradcheckOptions, GradcheckReport, gradcheck};
+pub use autodiff::jacobian::{JacobianOptions, jacobian, jacobian_with};
+pub use autodiff::per_example::{per_example_grad_norms, per_example_grads};
+pub use autodiff::vjp::{plan_peak_bytes, vjp, vjp_batched};
 pub use error::{Error, Result};
-pub use gradcheck::{GradcheckEntry, GradcheckOptions, GradcheckReport, gradcheck};
 pub use ops::conv::ConvOptions;
 pub use ops::custom::{
     CustomOp, CustomOpBuilder, CustomSave, MAX_CUSTOM_INPUTS, MAX_CUSTOM_SCALARS,
 };
 pub use ops::layout::concat;
+pub use ops::matmul::tune::{GemmProbe, GemmTuning};
 pub use ops::reshaping::stack;
-pub use per_example::{per_example_grad_norms, per_example_grads};
-pub use pool::Stats;
-pub use readback::read_all;
-pub use tensor::Tensor;
-pub use tune::{GemmProbe, GemmTuning};
-pub use vjp::{JacobianOptions, jacobian, jacobian_with, plan_peak_bytes, vjp, vjp_batched};
+pub use runtime::adapter::{DeviceOptions, GemmKernel};
+pub use runtime::device::Device;
+pub use runtime::pool::Stats;
+pub use tape::tensor::{Tensor, read_all};
 pub use wgpu;

@@ -1,7 +1,12 @@
-//! Shape rules shared by the ops: validation, NumPy broadcasting, strides.
+//! Shape rules shared by every layer: the rank bound, validation, NumPy
+//! broadcasting, strides. Pure functions of shapes; they know no device.
 
 use crate::error::{Error, Result, invalid};
-use crate::kernels::MAX_RANK;
+
+/// The highest rank a tensor may have: kernels read shapes and strides
+/// from parameter slots of this many words (`Params` in
+/// `runtime/kernels.rs`).
+pub(crate) const MAX_RANK: usize = 6;
 
 /// Element count; saturates at `usize::MAX` (no such tensor fits in a
 /// buffer: the size check reports it as `TooLarge`).

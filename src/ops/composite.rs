@@ -5,7 +5,7 @@
 
 use crate::error::{Result, invalid};
 use crate::ops::layout::check_axis;
-use crate::tensor::Tensor;
+use crate::tape::tensor::Tensor;
 
 impl Tensor {
     /// log Σ exp(x) along `axis`, computed as m + log Σ exp(x − m) with

@@ -7,7 +7,7 @@
 
 use crate::error::{Result, invalid};
 use crate::ops::unfold::{Window, unfold};
-use crate::tensor::Tensor;
+use crate::tape::tensor::Tensor;
 
 /// Convolution geometry, the same for every spatial axis: stride, zero
 /// padding on each side, dilation of the kernel, and channel groups

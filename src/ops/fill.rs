@@ -1,10 +1,16 @@
-//! Buffers written without inputs: one value everywhere (constructors,
-//! seeds, zero gradients) and rows of the identity (Jacobian cotangents).
+//! Buffers written without inputs: one value everywhere (the `full`,
+//! `zeros` and `ones` constructors, seeds, zero gradients) and rows of the
+//! identity (Jacobian cotangents).
 
-use crate::device::Device;
+use std::sync::Arc;
+
 use crate::error::Result;
-use crate::kernels::{Access, FILL, Kernel, Params, groups_for};
-use crate::pool::Storage;
+use crate::ops::shaders::FILL;
+use crate::runtime::device::Device;
+use crate::runtime::kernels::{Access, Kernel, Params, groups_for};
+use crate::runtime::pool::Storage;
+use crate::shape::{check_rank, numel};
+use crate::tape::tensor::Tensor;
 
 const FILL_KERNEL: Kernel = Kernel {
     module: &FILL,
@@ -65,4 +71,27 @@ pub(crate) fn identity_rows(dev: &Device, k: usize, n: usize, start: usize) -> R
         groups_for((k * n).div_ceil(4) as u64),
     );
     Ok(out)
+}
+
+impl Device {
+    /// A tensor of `shape` filled with `value`.
+    pub fn full(&self, shape: &[usize], value: f32) -> Result<Tensor> {
+        check_rank("full", shape)?;
+        let storage = fill(self, numel(shape), value)?;
+        Ok(Tensor::from_storage(
+            self,
+            Arc::new(storage),
+            shape.to_vec(),
+        ))
+    }
+
+    /// A tensor of `shape` filled with 0.
+    pub fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        self.full(shape, 0.0)
+    }
+
+    /// A tensor of `shape` filled with 1.
+    pub fn ones(&self, shape: &[usize]) -> Result<Tensor> {
+        self.full(shape, 1.0)
+    }
 }

@@ -6,11 +6,13 @@
 use std::sync::Arc;
 
 use crate::error::{Result, invalid};
-use crate::kernels::{Access, INDEX, Kernel, Params, groups_for};
 use crate::ops::layout::check_axis;
-use crate::ops::{Contributions, Op, VjpCtx, check_operands, record};
+use crate::ops::shaders::INDEX;
+use crate::ops::{Contributions, Op, VjpCtx};
+use crate::runtime::kernels::{Access, Kernel, Params, groups_for};
 use crate::shape::numel;
-use crate::tensor::Tensor;
+use crate::tape::record::{check_operands, record};
+use crate::tape::tensor::Tensor;
 
 const FORWARD: Kernel = Kernel {
     module: &INDEX,
@@ -112,7 +114,7 @@ impl Tensor {
             axis,
             indices: indices.into(),
         };
-        Ok(record(dev, op, &[self], out, shape))
+        record(dev, op, &[self], out, shape)
     }
 }
 

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-use crate::device::Device;
 use crate::error::{Error, Result, invalid};
-use crate::kernels::{Access, LAYOUT, Params, RowKernel, groups_for};
-use crate::ops::{
-    Contributions, Op, VjpCtx, check_device, check_operands, fill, flag, record, reduce,
-};
-use crate::pool::Storage;
+use crate::ops::shaders::LAYOUT;
+use crate::ops::{Contributions, Op, VjpCtx, fill, reduce};
+use crate::runtime::device::Device;
+use crate::runtime::kernels::{Access, Params, RowKernel, flag, groups_for};
+use crate::runtime::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, numel};
-use crate::tensor::Tensor;
+use crate::tape::record::{check_device, check_operands, record};
+use crate::tape::tensor::Tensor;
 
 const COPY: RowKernel = RowKernel::new(
     &LAYOUT,
@@ -190,7 +190,7 @@ pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
         scatter(dev, &t.inner.data, 1, &out, &view);
         start += t.shape()[axis];
     }
-    Ok(record(dev, Op::Concat { axis }, tensors, out, shape))
+    record(dev, Op::Concat { axis }, tensors, out, shape)
 }
 
 impl Tensor {
@@ -210,7 +210,7 @@ impl Tensor {
             row: self.numel(),
         };
         let out = gather(self.device(), &self.inner.data, 1, &view, 1.0)?;
-        Ok(record(self.device(), op, &[self], out, shape))
+        record(self.device(), op, &[self], out, shape)
     }
     /// The same values in a new shape with the same element count (no copy).
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
@@ -227,13 +227,13 @@ impl Tensor {
                 ),
             ));
         }
-        Ok(record(
+        record(
             self.device(),
             Op::Reshape,
             &[self],
             self.inner.data.clone(),
             shape.to_vec(),
-        ))
+        )
     }
 
     /// Reorders the axes: output axis d is input axis `perm[d]`.

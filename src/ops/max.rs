@@ -5,13 +5,15 @@
 use std::sync::Arc;
 
 use crate::error::{Result, invalid};
-use crate::kernels::{Access, Kernel, LOOP_PIECE, MAX, Params, groups_for};
 use crate::ops::layout::check_axis;
 use crate::ops::reduce::reduced_shape;
-use crate::ops::{Contributions, Op, Saved, VjpCtx, check_operands, record_with_aux};
-use crate::pool::Storage;
+use crate::ops::shaders::MAX;
+use crate::ops::{Contributions, Op, Saved, VjpCtx};
+use crate::runtime::kernels::{Access, Kernel, LOOP_PIECE, Params, groups_for};
+use crate::runtime::pool::Storage;
 use crate::shape::numel;
-use crate::tensor::Tensor;
+use crate::tape::record::{check_operands, record_with_aux};
+use crate::tape::tensor::Tensor;
 
 const FORWARD: Kernel = Kernel {
     module: &MAX,
@@ -127,14 +129,14 @@ impl Tensor {
         let (out, arg) = forward(self, "max", axis)?;
         let reduced: Vec<bool> = (0..self.rank()).map(|d| d == axis).collect();
         let shape = reduced_shape(self.shape(), &reduced, keepdim);
-        Ok(record_with_aux(
+        record_with_aux(
             self.device(),
             Op::Max { axis },
             &[self],
             out,
             shape,
             vec![arg],
-        ))
+        )
     }
 
     /// The index along `axis` of each first maximal element (NaN counts as

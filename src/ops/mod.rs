@@ -1,40 +1,36 @@
-//! The ops. Each family module holds its shape rule, forward dispatch, VJP
-//! rule and what the rule saves; this file holds the one exhaustive match
-//! over op kinds, so an op without an adjoint does not compile.
+//! The ops. Each op's module holds its math, shape rule, forward dispatch,
+//! VJP rule and what the rule saves (`unfold.rs` is the model: math,
+//! constants, forward, vjp, front-end, in that order); this file holds the
+//! op kinds and the one exhaustive match over them, so an op without an
+//! adjoint does not compile. Rules get buffers and launch kernels directly;
+//! they return contributions and never accumulate (`autodiff/scheduler.rs`
+//! does). Front-ends check and record through `tape/record.rs`.
 
 pub(crate) mod accumulate;
-pub(crate) mod adjoint_recipe;
-pub(crate) mod binary;
 mod composite;
 pub(crate) mod conv;
 pub(crate) mod custom;
-mod custom_wgsl;
+pub(crate) mod elementwise;
 pub(crate) mod fill;
-mod forward_recipe;
-pub(crate) mod fused;
-pub(crate) mod fused_forward;
-pub(crate) mod gemm;
 mod index;
 pub(crate) mod layout;
-mod matmul;
+pub(crate) mod matmul;
 mod max;
 pub(crate) mod reduce;
 pub(crate) mod reshaping;
 mod scan;
-pub(crate) mod unary;
+pub(crate) mod shaders;
 pub(crate) mod unfold;
 
 use std::sync::Arc;
 
-use crate::device::Device;
 use crate::error::Result;
-use crate::graph::{Input, Node, NodeKind};
-use crate::kernels::MAX_RANK;
-use crate::pool::Storage;
-use crate::tensor::Tensor;
+use crate::runtime::device::Device;
+use crate::runtime::pool::Storage;
+use crate::shape::numel;
+use crate::tape::graph::Input;
 
-pub(crate) use binary::BinaryOp;
-pub(crate) use unary::UnaryOp;
+pub(crate) use elementwise::{BinaryOp, UnaryOp};
 
 /// A recorded operation.
 #[derive(Clone, Debug)]
@@ -130,18 +126,6 @@ pub(crate) enum PerExample {
 /// One contribution per input (`[K, *input_shape]`), None where not needed.
 pub(crate) type Contributions = Vec<Option<Arc<Storage>>>;
 
-/// In a per-example pass, the part an input plays in an op whose output
-/// carries the examples along axis 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// The input carries the same examples along its axis 0: row b of the
-    /// output depends on row b of the input only.
-    Example,
-    /// The input is shared by every example (broadcast along axis 0, or the
-    /// right operand of a matmul): it gets per-example contributions.
-    Shared,
-}
-
 impl Op {
     /// A short name for messages.
     pub fn name(&self) -> &'static str {
@@ -163,95 +147,13 @@ impl Op {
         }
     }
 
-    /// The roles of the inputs when the output's axis 0 is the example axis
-    /// (size `b` > 1), or why this op mixes examples.
-    pub fn example_roles(
-        &self,
-        inputs: &[Input],
-        out: &[usize],
-        b: usize,
-    ) -> std::result::Result<Vec<Role>, String> {
-        // An operand broadcast to the output along axis 0 is shared.
-        let along_axis_0 = |shape: &[usize]| {
-            if shape.len() == out.len() && shape[0] == b {
-                Role::Example
-            } else {
-                Role::Shared
-            }
-        };
-        let same = || vec![Role::Example; inputs.len()];
-        let refuse_axis_0 = |axis: usize, what: &str| {
-            if axis == 0 {
-                Err(format!("it {what} along axis 0, the example axis"))
-            } else {
-                Ok(same())
-            }
-        };
-        match self {
-            Op::Unary(..) => Ok(same()),
-            Op::Binary(_) | Op::BroadcastTo => {
-                Ok(inputs.iter().map(|i| along_axis_0(&i.shape)).collect())
-            }
-            Op::Matmul if out.len() == 2 => Ok(vec![Role::Example, Role::Shared]),
-            Op::Matmul => Ok(inputs.iter().map(|i| along_axis_0(&i.shape)).collect()),
-            Op::Sum { reduced, .. } if reduced[0] => {
-                Err("it sums along axis 0, the example axis".to_string())
-            }
-            Op::Sum { .. } => Ok(same()),
-            Op::Max { axis } => refuse_axis_0(*axis, "takes the maximum"),
-            Op::Reshape => {
-                let from = &inputs[0].shape;
-                if from.first() == Some(&b) {
-                    Ok(same())
-                } else {
-                    Err(format!(
-                        "it reshapes {from:?} to {out:?}, merging or splitting axis 0, the example axis"
-                    ))
-                }
-            }
-            Op::Permute(perm) if perm[0] == 0 => Ok(same()),
-            Op::Permute(perm) => Err(format!(
-                "it moves axis {} to axis 0, the example axis (permutation {perm:?})",
-                perm[0]
-            )),
-            Op::Narrow { axis, .. } => refuse_axis_0(*axis, "selects a range of examples"),
-            Op::Concat { axis } => refuse_axis_0(*axis, "joins tensors"),
-            Op::IndexSelect { axis, .. } => refuse_axis_0(*axis, "selects examples"),
-            Op::Cumsum { axis } => refuse_axis_0(*axis, "sums cumulatively"),
-            Op::Unfold(_) => Ok(same()),
-            Op::Custom(def, _) if def.rowwise => {
-                match inputs.iter().find(|i| i.shape.first() != Some(&b)) {
-                    None => Ok(same()),
-                    Some(i) => Err(format!(
-                        "`{}` keeps rows apart, but its input of shape {:?} does not carry \
-                         the {b} examples along axis 0 (shared values must enter through \
-                         built-in ops)",
-                        def.name, i.shape
-                    )),
-                }
-            }
-            Op::Custom(def, _) => Err(format!(
-                "`{}` is a custom op, and pullback cannot tell whether its kernels keep \
-                 the examples apart (declare it with CustomOpBuilder::keeps_rows_apart)",
-                def.name
-            )),
-        }
-    }
-
-    /// Whether input `i`'s per-example contribution can come as squared
-    /// norms only ([`PerExample::SquaredNorms`]).
-    pub fn offers_squared_norms(&self, out_shape: &[usize], i: usize) -> bool {
-        match self {
-            Op::Matmul => matmul::offers_squared_norms(out_shape, i),
-            _ => false,
-        }
-    }
-
+    /// What the rule keeps from the forward pass (the scheduler frees each
+    /// after the rule's last use).
     pub fn saves(&self) -> &[Saved] {
         match self {
             Op::Custom(def, _) => &def.saves,
-            Op::Unary(op, _) => unary::saves(*op),
-            Op::Binary(op) => binary::saves(*op),
+            Op::Unary(op, _) => elementwise::unary::saves(*op),
+            Op::Binary(op) => elementwise::binary::saves(*op),
             Op::Matmul => matmul::SAVES,
             Op::Max { .. } => max::SAVES,
             Op::Sum { .. }
@@ -266,10 +168,11 @@ impl Op {
         }
     }
 
+    /// The rule: one contribution per needed input, for all K rows at once.
     pub fn vjp(&self, cx: &VjpCtx) -> Result<Contributions> {
         match self {
-            Op::Unary(op, p) => unary::vjp(cx, *op, *p),
-            Op::Binary(op) => binary::vjp(cx, *op),
+            Op::Unary(op, p) => elementwise::unary::vjp(cx, *op, *p),
+            Op::Binary(op) => elementwise::binary::vjp(cx, *op),
             Op::Matmul => matmul::vjp(cx),
             Op::Sum { reduced, scale } => reduce::vjp_sum(cx, reduced, *scale),
             Op::Max { axis } => max::vjp(cx, *axis),
@@ -284,104 +187,33 @@ impl Op {
             Op::Custom(def, scalars) => custom::vjp(cx, def, scalars),
         }
     }
-}
 
-/// Wraps a forward result. When any input is tracked the result gets a
-/// node that links the inputs and keeps exactly what the rule saves.
-pub(crate) fn record(
-    dev: &Device,
-    op: Op,
-    inputs: &[&Tensor],
-    out: impl Into<Arc<Storage>>,
-    shape: Vec<usize>,
-) -> Tensor {
-    record_with_aux(dev, op, inputs, out, shape, Vec::new())
-}
-
-/// [`record`] for rules that also save values their forward kernel
-/// computed on the side (`Saved::Aux`, e.g. the argmax of `max`).
-pub(crate) fn record_with_aux(
-    dev: &Device,
-    op: Op,
-    inputs: &[&Tensor],
-    out: impl Into<Arc<Storage>>,
-    shape: Vec<usize>,
-    aux: Vec<Storage>,
-) -> Tensor {
-    let data = out.into();
-    if !inputs.iter().any(|t| t.is_tracked()) {
-        return Tensor::from_storage(dev, data, shape);
+    /// The most values per cotangent row that one buffer of this op's
+    /// adjoint holds (contributions, scratch), for an output of shape
+    /// `out`: the largest of its output and inputs, except where a matrix
+    /// product broadcasts an operand over batch axes and its contribution
+    /// is formed at the full batch before the sum over them. What a pass
+    /// needs of the binding limit is read off this without running it.
+    pub fn widest_buffer(&self, out: &[usize], inputs: &[Input]) -> usize {
+        let plain = inputs
+            .iter()
+            .map(|i| numel(&i.shape))
+            .fold(numel(out), usize::max);
+        match self {
+            Op::Matmul => matmul::widest_contribution(out, inputs).max(plain),
+            Op::Unary(..)
+            | Op::Binary(_)
+            | Op::Sum { .. }
+            | Op::Max { .. }
+            | Op::Reshape
+            | Op::Permute(_)
+            | Op::BroadcastTo
+            | Op::Narrow { .. }
+            | Op::Concat { .. }
+            | Op::IndexSelect { .. }
+            | Op::Cumsum { .. }
+            | Op::Unfold(_)
+            | Op::Custom(..) => plain,
+        }
     }
-    let aux: Vec<Arc<Storage>> = aux.into_iter().map(Arc::new).collect();
-    let saved = op
-        .saves()
-        .iter()
-        .map(|s| match s {
-            Saved::Input(i) => inputs[*i].inner.data.clone(),
-            Saved::Output => data.clone(),
-            Saved::Aux(i) => aux[*i].clone(),
-        })
-        .collect();
-    let inputs = inputs
-        .iter()
-        .map(|t| Input {
-            node: t.inner.node.clone(),
-            shape: t.shape().to_vec(),
-        })
-        .collect();
-    let node = Node {
-        shape: shape.clone(),
-        kind: NodeKind::Op { op, inputs, saved },
-    };
-    Tensor::with_node(dev, data, shape, Some(Arc::new(node)))
-}
-
-/// Operands must have a rank the kernels can index (rank 7 exists only as
-/// a `vjp_batched` gradient of a rank-6 input) and live on one device that
-/// is still alive. Called by every forward op before it records anything.
-pub(crate) fn check_operands(a: &Tensor, others: &[&Tensor]) -> Result<()> {
-    if let Some(t) = std::iter::once(a)
-        .chain(others.iter().copied())
-        .find(|t| t.rank() > MAX_RANK)
-    {
-        return Err(crate::error::invalid(
-            "tensor op",
-            format!(
-                "an operand has shape {:?}, rank {}; ops take rank <= {MAX_RANK} (reshape it or read it back)",
-                t.shape(),
-                t.rank()
-            ),
-        ));
-    }
-    // Kernels bind whole buffers: a tensor past the binding limit (made by
-    // an upload, or a chunked vjp_batched) can only be read back.
-    let limit = a.device().max_binding();
-    if let Some(t) = std::iter::once(a)
-        .chain(others.iter().copied())
-        .find(|t| t.inner.data.bytes() > limit)
-    {
-        return Err(crate::error::Error::TooLarge {
-            what: format!(
-                "an operand of shape {:?} (kernels bind whole buffers; read it back with to_vec)",
-                t.shape()
-            ),
-            bytes: t.numel() as u64 * 4,
-            limit,
-        });
-    }
-    check_device(a, others)
-}
-
-/// The device part of [`check_operands`], for ops that take any rank.
-pub(crate) fn check_device(a: &Tensor, others: &[&Tensor]) -> Result<()> {
-    for t in others {
-        a.device().check_same(t.device())?;
-    }
-    a.device().check_alive()?;
-    a.device().flush_if_long()
-}
-
-/// Override constant value for a bool.
-pub(crate) fn flag(b: bool) -> f64 {
-    if b { 1.0 } else { 0.0 }
 }

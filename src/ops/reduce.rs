@@ -5,14 +5,16 @@
 
 use std::sync::Arc;
 
-use crate::device::Device;
 use crate::error::{Result, invalid};
-use crate::kernels::{Access, Kernel, Params, REDUCE, groups_for};
 use crate::ops::layout::{self, View};
-use crate::ops::{Contributions, Op, PerExample, VjpCtx, check_operands, record};
-use crate::pool::Storage;
+use crate::ops::shaders::REDUCE;
+use crate::ops::{Contributions, Op, PerExample, VjpCtx};
+use crate::runtime::device::Device;
+use crate::runtime::kernels::{Access, Kernel, Params, groups_for};
+use crate::runtime::pool::Storage;
 use crate::shape::{contiguous_strides, left_pad, numel};
-use crate::tensor::Tensor;
+use crate::tape::record::{check_operands, record};
+use crate::tape::tensor::Tensor;
 
 const SUM_EACH: Kernel = Kernel {
     module: &REDUCE,
@@ -169,13 +171,7 @@ fn reduce(
     let scale = if mean { 1.0 / count as f32 } else { 1.0 };
     let out = sum_masked(x.device(), &x.inner.data, 1, x.shape(), &reduced, scale)?;
     let shape = reduced_shape(x.shape(), &reduced, keepdim);
-    Ok(record(
-        x.device(),
-        Op::Sum { reduced, scale },
-        &[x],
-        out,
-        shape,
-    ))
+    record(x.device(), Op::Sum { reduced, scale }, &[x], out, shape)
 }
 
 /// `shape` with the reduced axes set to 1 (keepdim) or removed.

@@ -5,7 +5,7 @@
 
 use crate::error::{Result, invalid};
 use crate::ops::layout::{check_axis, concat};
-use crate::tensor::Tensor;
+use crate::tape::tensor::Tensor;
 
 impl Tensor {
     /// Removes axis `axis`, which must have length 1 (as JAX; PyTorch

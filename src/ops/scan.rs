@@ -5,12 +5,15 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::kernels::{Access, Kernel, LOOP_PIECE, Params, SCAN, groups_for};
 use crate::ops::layout::check_axis;
-use crate::ops::{Contributions, Op, VjpCtx, check_operands, flag, record};
-use crate::pool::Storage;
+use crate::ops::shaders::SCAN;
+use crate::ops::{Contributions, Op, VjpCtx};
+use crate::runtime::device::Device;
+use crate::runtime::kernels::{Access, Kernel, LOOP_PIECE, Params, flag, groups_for};
+use crate::runtime::pool::Storage;
 use crate::shape::numel;
-use crate::tensor::Tensor;
+use crate::tape::record::{check_operands, record};
+use crate::tape::tensor::Tensor;
 
 const BINDINGS: &[(u32, Access)] = &[(1, Access::Read), (2, Access::Write), (3, Access::Write)];
 const BLOCKS: Kernel = Kernel {
@@ -35,7 +38,7 @@ const BLOCK: usize = LOOP_PIECE;
 
 /// Runs the scan over `rows` copies of `shape` (K cotangent rows or 1).
 fn scan(
-    dev: &crate::device::Device,
+    dev: &Device,
     src: &Storage,
     shape: &[usize],
     axis: usize,
@@ -101,12 +104,12 @@ impl Tensor {
         check_axis("cumsum", axis, self.rank())?;
         let dev = self.device();
         let out = scan(dev, &self.inner.data, self.shape(), axis, 1, false)?;
-        Ok(record(
+        record(
             dev,
             Op::Cumsum { axis },
             &[self],
             out,
             self.shape().to_vec(),
-        ))
+        )
     }
 }

@@ -7,10 +7,12 @@
 use std::sync::Arc;
 
 use crate::error::{Result, invalid};
-use crate::kernels::{Access, Kernel, Params, UNFOLD, groups_for};
-use crate::ops::{Contributions, Op, VjpCtx, check_operands, record};
+use crate::ops::shaders::UNFOLD;
+use crate::ops::{Contributions, Op, VjpCtx};
+use crate::runtime::kernels::{Access, Kernel, Params, flag, groups_for};
 use crate::shape::numel;
-use crate::tensor::Tensor;
+use crate::tape::record::{check_operands, record};
+use crate::tape::tensor::Tensor;
 
 const UNFOLD_KERNEL: Kernel = Kernel {
     module: &UNFOLD,
@@ -100,7 +102,7 @@ pub(crate) fn unfold(x: &Tensor, win: Window, op: &'static str) -> Result<Tensor
             groups_for(runs as u64),
         );
     }
-    Ok(record(dev, Op::Unfold(win), &[x], out, shape))
+    record(dev, Op::Unfold(win), &[x], out, shape)
 }
 
 /// The fold of all K cotangent rows `[K, N, C, kh, kw, OH, OW]` into
@@ -117,7 +119,7 @@ pub(crate) fn vjp(cx: &VjpCtx, win: Window) -> Result<Contributions> {
         let unit = win.stride == [1, 1];
         cx.dev.dispatch(
             &FOLD,
-            &[("UNIT_STRIDE", crate::ops::flag(unit))],
+            &[("UNIT_STRIDE", flag(unit))],
             &win.params(runs, (h, w), (oh, ow)),
             &[cx.g, &out],
             groups_for(runs as u64),

@@ -1,0 +1,358 @@
+//! The kernel of a fused adjoint region (`mod.rs` finds the regions,
+//! `launch.rs` runs them): the members, where each contribution goes, and
+//! the composed entry point, written with the elementwise emitter
+//! (`ops/elementwise/codegen.rs`), that calls the ops' derivative
+//! functions with literal op codes. Per element it reads each saved value
+//! once, sums the products of local derivatives along every path into one
+//! factor per input leaving the region, then for each of the K cotangent
+//! rows writes `g[k] ⊙ factor` (or adds it to the input's cotangent in
+//! place). The signature names the source, so the pipeline cache compiles
+//! each shape of region once.
+
+use std::fmt::Write;
+
+use crate::ops::elementwise::codegen::{self, Layout};
+use crate::ops::elementwise::{Elementwise, ReadMode};
+
+/// Where one input's contribution goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Into member `p`'s factor (members are numbered root first).
+    Member(usize),
+    /// Into output `o`: the cotangent of an input outside the region.
+    Out(usize),
+    /// Nowhere (the input is not tracked or not needed).
+    Nothing,
+}
+
+/// One member: its op, one target per operand, and the saved values its
+/// derivative reads (indices into the region's saved values, in the order
+/// of the op's `saves()`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Member {
+    pub op: Elementwise,
+    pub targets: Vec<Target>,
+    pub saved: Vec<usize>,
+}
+
+/// A region as its kernel sees it: the members in order (root first, every
+/// consumer before what it consumes), how each saved value is read (the
+/// region's shape, or broadcast to it), and how many outputs it has. The
+/// terms it sums and the outputs that share a buffer are worked out once,
+/// when it is made.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RegionRecipe {
+    members: Vec<Member>,
+    layout: Layout,
+    outs: usize,
+    /// Every contribution the kernel sums, in order: (where it goes, the
+    /// WGSL term `d_p * f'`), member p's factor times its local derivative.
+    terms: Vec<(Target, String)>,
+    /// Per output, an earlier output that receives exactly the same terms.
+    aliases: Vec<Option<usize>>,
+}
+
+impl RegionRecipe {
+    pub fn new(members: Vec<Member>, saved: &[ReadMode], outs: usize) -> RegionRecipe {
+        let layout = Layout::new(saved);
+        let terms = terms(&members, &layout);
+        let of = |o: usize| -> Vec<&String> {
+            terms
+                .iter()
+                .filter(|(t, _)| *t == Target::Out(o))
+                .map(|(_, term)| term)
+                .collect()
+        };
+        let lists: Vec<Vec<&String>> = (0..outs).map(of).collect();
+        let aliases = (0..outs)
+            .map(|o| (0..o).find(|&q| lists[q] == lists[o]))
+            .collect();
+        RegionRecipe {
+            members,
+            layout,
+            outs,
+            terms,
+            aliases,
+        }
+    }
+
+    /// Whether the kernel's parameter block holds its reads and scalars.
+    pub fn fits_params(&self) -> bool {
+        self.layout.fits(self.members.len())
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// For each output, an earlier output that receives exactly the same
+    /// terms (so the same values: the inputs of `a + b` both get the sum's
+    /// cotangent). Such an output is neither bound nor written; it shares
+    /// the earlier one's buffer, as the unfused `add` passes g to both.
+    pub fn aliases(&self) -> &[Option<usize>] {
+        &self.aliases
+    }
+
+    /// How many contributions meet another at the same member or output
+    /// (each an accumulation kernel when unfused).
+    pub fn meetings(&self) -> usize {
+        let mut targets: Vec<Target> = self.terms.iter().map(|(t, _)| *t).collect();
+        let all = targets.len();
+        targets.sort_by_key(|t| format!("{t:?}"));
+        targets.dedup();
+        all - targets.len()
+    }
+
+    /// Whether output o may be handed an accumulator to add to in place:
+    /// not when it shares its buffer with another output.
+    pub fn may_accumulate(&self, o: usize) -> bool {
+        self.aliases[o].is_none() && !self.aliases.contains(&Some(o))
+    }
+
+    /// A name that determines the source (with which outputs accumulate).
+    pub fn signature(&self, accumulate: &[bool]) -> String {
+        let modes: Vec<_> = self.layout.modes().collect();
+        let mut s = format!("fused_adjoint{modes:?}");
+        for m in &self.members {
+            let _ = write!(s, "|{:?}{:?}{:?}", m.op, m.targets, m.saved);
+        }
+        for &a in accumulate {
+            s.push(if a { '+' } else { '=' });
+        }
+        s
+    }
+
+    /// The entry point `fused_adjoint`. `accumulate[o]`: output o already
+    /// holds a cotangent to add to.
+    pub fn entry_source(&self, accumulate: &[bool]) -> String {
+        let mut w = String::new();
+        let reads: Vec<String> = std::iter::once("fused_g".to_string())
+            .chain((0..self.layout.operands()).map(|j| format!("fused_s{j}")))
+            .collect();
+        let primaries: Vec<usize> = (0..self.outs)
+            .filter(|&o| self.aliases[o].is_none())
+            .collect();
+        let writes: Vec<String> = primaries.iter().map(|o| format!("fused_o{o}")).collect();
+        codegen::declare(&mut w, &reads, &writes);
+        // The row loop's specializations (see `launch.rs`). Every
+        // invocation reaches its barriers: no early return; reads past the
+        // end use the last vec4 (`tc`).
+        w.push_str(
+            "override ROW_VEC4S: u32 = 0u;
+override ROWS_K: u32 = 0u;
+@compute @workgroup_size(WG)
+fn fused_adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_id(wid, lid, nwg);
+    let live = t * 4u < params.n;
+    let tc = min(t, (max(params.n, 1u) - 1u) / 4u);
+",
+        );
+        for j in 0..self.layout.operands() {
+            let (var, buffer) = (format!("s{j}"), &reads[1 + j]);
+            self.layout.read(&mut w, j, &var, buffer, "tc");
+        }
+        w.push_str("    let d0 = vec4(1.0);\n");
+        for p in 1..self.members.len() {
+            let _ = writeln!(w, "    var d{p} = vec4(0.0);");
+        }
+        for o in &primaries {
+            let _ = writeln!(w, "    var e{o} = vec4(0.0);");
+        }
+        for (target, term) in &self.terms {
+            let into = match *target {
+                Target::Member(q) => format!("d{q}"),
+                Target::Out(o) if self.aliases[o].is_none() => format!("e{o}"),
+                _ => continue,
+            };
+            let _ = writeln!(w, "    {into} += {term};");
+        }
+        self.row_loop(&mut w, accumulate, &primaries);
+        w
+    }
+
+    /// The row loop, once per layout: ALIGNED is an override, so the branch
+    /// not taken is compiled out (inside the loop, lavapipe would step
+    /// through the unaligned path's masked loads on every row). `g` (or
+    /// `g0`…`g3`) times each output's factor, into the output at `index`
+    /// (or four rows at index + r·n/4).
+    fn row_loop(&self, w: &mut String, accumulate: &[bool], primaries: &[usize]) {
+        let writes = |index: &str, e: &str, g: &str| -> String {
+            let mut out = String::new();
+            for &o in primaries {
+                let at = format!("fused_o{o}[{index}]");
+                let old = if accumulate[o] {
+                    format!("{at} + ")
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(out, "                {at} = {old}{g} * e{o}{e};");
+            }
+            out
+        };
+        let four: String = (0..4)
+            .map(|r| writes(&format!("j + {r}u * n4"), "", &format!("g{r}")))
+            .collect();
+        // Aligned rows go four at a time: all four loads are issued before
+        // the stores (on lavapipe 1.6× the rate of one row per iteration,
+        // measured on a K-row scaling loop). The K loop's barriers stay
+        // every 8 rows (see row_sync).
+        let _ = write!(
+            w,
+            "    // The row stride and the rows: ROW_VEC4S and ROWS_K when the host
+    // specialized the kernel to them (CPU adapters), else the parameters.
+    let n4 = select(params.n / 4u, ROW_VEC4S, ROW_VEC4S != 0u);
+    let rows_k = select(params.k, ROWS_K, ROWS_K != 0u);
+    var k = 0u;
+    if (ALIGNED) {{
+        for (; k + 4u <= rows_k; k += 4u) {{
+            if (live) {{
+                let j = k * n4 + t;
+                let g0 = fused_g[j];
+                let g1 = fused_g[j + n4];
+                let g2 = fused_g[j + 2u * n4];
+                let g3 = fused_g[j + 3u * n4];
+{four}            }}
+            row_sync(k + 3u, SYNC_ROWS);
+        }}
+        for (; k < rows_k; k++) {{
+            if (live) {{
+                let j = k * n4 + t;
+                let g = fused_g[j];
+{one}            }}
+            row_sync(k, SYNC_ROWS);
+        }}
+    }} else {{
+        for (; k < rows_k; k++) {{
+            for (var c = 0u; c < 4u; c++) {{
+                if (!live || t * 4u + c >= params.n) {{ continue; }}
+                let j = k * params.n + t * 4u + c;
+                let g = fused_g[j / 4u][j % 4u];
+{scalar}            }}
+            row_sync(k, SYNC_ROWS);
+        }}
+    }}
+}}
+",
+            one = writes("j", "", "g"),
+            scalar = writes("j / 4u][j % 4u", "[c]", "g"),
+        );
+    }
+}
+
+/// Every contribution a region's kernel sums, in order.
+fn terms(members: &[Member], layout: &Layout) -> Vec<(Target, String)> {
+    let mut terms = Vec::new();
+    for (p, m) in members.iter().enumerate() {
+        let saved: Vec<String> = (0..2)
+            .map(|i| match m.saved.get(i) {
+                Some(j) => format!("s{j}"),
+                None => "vec4(0.0)".to_string(),
+            })
+            .collect();
+        let factors = codegen::derivatives(m.op, &saved, &layout.scalar(p));
+        for (target, factor) in m.targets.iter().zip(factors) {
+            if *target != Target::Nothing {
+                terms.push((*target, format!("d{p} * {factor}")));
+            }
+        }
+    }
+    terms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::elementwise::codegen::{PRELUDE, validate};
+    use crate::ops::{BinaryOp, UnaryOp};
+
+    fn source(recipe: &RegionRecipe, accumulate: &[bool]) -> String {
+        format!("{PRELUDE}\n{}", recipe.entry_source(accumulate))
+    }
+
+    /// Every unary and binary op, every kind of target and of read, saved
+    /// values shared between members, outputs written and accumulated:
+    /// each composed module parses and validates with naga, and the
+    /// signature tells different recipes apart.
+    #[test]
+    fn composed_modules_validate() {
+        use BinaryOp::*;
+        use ReadMode::*;
+        use UnaryOp::*;
+        // Comparisons have no gradient, so no region holds one.
+        let binary: Vec<BinaryOp> = BinaryOp::ALL
+            .into_iter()
+            .filter(|b| !b.is_comparison())
+            .collect();
+        let reads = [Same, Suffix, Prefix, Strided];
+        let mut seen = std::collections::HashSet::new();
+        for (i, &u) in UnaryOp::ALL.iter().enumerate() {
+            let b = binary[i % binary.len()];
+            // root: b(member 1, out 0); member 1: u(out 1) or u(out 0).
+            let members = vec![
+                Member {
+                    op: Elementwise::Binary(b),
+                    targets: vec![Target::Member(1), Target::Out(0)],
+                    saved: vec![0, 1],
+                },
+                Member {
+                    op: Elementwise::Unary(u),
+                    targets: vec![if i % 2 == 0 {
+                        Target::Out(1)
+                    } else {
+                        Target::Out(0)
+                    }],
+                    saved: vec![1],
+                },
+            ];
+            let recipe = RegionRecipe::new(members, &[Same, reads[i % reads.len()]], 2);
+            for accumulate in [[false, false], [true, false], [true, true]] {
+                validate(&source(&recipe, &accumulate));
+                assert!(seen.insert(recipe.signature(&accumulate)));
+            }
+        }
+        // A member whose inputs are untracked, and one with no saved values.
+        let members = vec![
+            Member {
+                op: Elementwise::Binary(Add),
+                targets: vec![Target::Member(1), Target::Nothing],
+                saved: vec![],
+            },
+            Member {
+                op: Elementwise::Unary(Neg),
+                targets: vec![Target::Out(0)],
+                saved: vec![],
+            },
+        ];
+        validate(&source(&RegionRecipe::new(members, &[], 1), &[false]));
+    }
+
+    /// `sin(a + b)`: both inputs of the sum get the same contribution, so
+    /// the second shares the first's buffer and neither takes an
+    /// accumulator; `a - b` gives them different ones.
+    #[test]
+    fn equal_contributions_share_a_buffer() {
+        let recipe = |op| {
+            let members = vec![
+                Member {
+                    op: Elementwise::Unary(UnaryOp::Sin),
+                    targets: vec![Target::Member(1)],
+                    saved: vec![0],
+                },
+                Member {
+                    op: Elementwise::Binary(op),
+                    targets: vec![Target::Out(0), Target::Out(1)],
+                    saved: vec![],
+                },
+            ];
+            RegionRecipe::new(members, &[ReadMode::Same], 2)
+        };
+        let add = recipe(BinaryOp::Add);
+        assert_eq!(add.aliases(), &[None, Some(0)]);
+        assert!(!add.may_accumulate(0) && !add.may_accumulate(1));
+        assert_eq!(add.meetings(), 0);
+        let sub = recipe(BinaryOp::Sub);
+        assert_eq!(sub.aliases(), &[None, None]);
+        assert!(sub.may_accumulate(0) && sub.may_accumulate(1));
+    }
+}

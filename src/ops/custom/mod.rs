@@ -1,0 +1,409 @@
+//! Custom ops: the user's own WGSL forward and adjoint kernels, joined to
+//! the graph as one more variant of the op match (`Op::Custom`), so they
+//! take part in pruning, pooling, one submit per pass, `vjp_batched`,
+//! chunking, Jacobians and `gradcheck` like any built-in op. The WGSL is
+//! validated by naga and compiled when the op is defined
+//! (`custom_wgsl.rs`); `shaders/custom/prelude.wgsl` is the parameter
+//! block and helpers a kernel may use.
+
+use std::sync::Arc;
+
+mod wgsl;
+
+use crate::error::{Error, Result, invalid};
+use crate::ops::{Contributions, Op, Saved, VjpCtx};
+use crate::runtime::device::Device;
+use crate::runtime::kernels::{Access, Kernel, Module, Params, Source, grid};
+use crate::runtime::pool::Storage;
+use crate::shape::{check_rank, numel};
+use crate::tape::record::{check_operands, record};
+use crate::tape::tensor::Tensor;
+
+/// Inputs a custom op may take (one shape slot each in the prelude).
+pub const MAX_CUSTOM_INPUTS: usize = 4;
+/// Scalars a custom op may take per application.
+pub const MAX_CUSTOM_SCALARS: usize = 16;
+
+/// A value a custom op's adjoint reads from the forward pass; the adjoint
+/// kernel sees the saved values at bindings 3, 4, … in the order given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CustomSave {
+    /// Input i of the op.
+    Input(usize),
+    /// The op's output.
+    Output,
+}
+
+/// The output shape from the inputs' shapes and the scalars; `Err` says why
+/// they are refused (it becomes [`Error::InvalidArgument`]).
+type ShapeRule =
+    Arc<dyn Fn(&[&[usize]], &[f32]) -> std::result::Result<Vec<usize>, String> + Send + Sync>;
+
+/// One compiled entry point: the module's cache key and source, its
+/// bindings and the invocations per workgroup naga found.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    module: Arc<(String, String)>,
+    entry: String,
+    bindings: Vec<(u32, Access)>,
+    wg_size: u32,
+}
+
+impl Entry {
+    fn dispatch(&self, dev: &Device, threads: usize, params: Params, buffers: &[&Storage]) {
+        let module = Module {
+            name: &self.module.0,
+            source: Source::Text(&self.module.1),
+        };
+        let kernel = Kernel {
+            module: &module,
+            entry: &self.entry,
+            bindings: &self.bindings,
+        };
+        let (x, y) = grid((threads as u64).div_ceil(u64::from(self.wg_size)));
+        dev.dispatch_grid(
+            &kernel,
+            &[],
+            &params.word(2, self.wg_size),
+            buffers,
+            (x, y, 1),
+        );
+    }
+}
+
+/// A defined custom op (see [`CustomOp`]).
+pub(crate) struct CustomDef {
+    pub name: String,
+    dev: Device,
+    inputs: usize,
+    shape: ShapeRule,
+    pub saves: Vec<Saved>,
+    /// Output row b (axis 0) depends on row b of each input only.
+    pub rowwise: bool,
+    forward: Entry,
+    adjoints: Vec<Entry>,
+}
+
+impl std::fmt::Debug for CustomDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "custom op `{}`", self.name)
+    }
+}
+
+/// An op defined by the caller's own WGSL: a forward kernel, an adjoint
+/// kernel per input that takes all K cotangents in one dispatch, a shape
+/// rule and what the adjoint reads from the forward pass. Built with
+/// [`CustomOp::builder`], applied with [`CustomOp::apply`]; the result
+/// joins the graph like a built-in op (pruning, pooled buffers, one submit
+/// per pass, `vjp_batched`, chunking under a memory budget, Jacobians,
+/// [`crate::gradcheck`]). Per-example passes refuse custom ops unless
+/// they are declared [`CustomOpBuilder::keeps_rows_apart`]: pullback
+/// cannot tell from a kernel whether it keeps the examples apart.
+///
+/// # Conventions
+///
+/// pullback appends its prelude (`shaders/custom/prelude.wgsl`) after each
+/// of the two WGSL sources, so error lines are the source's own. The
+/// prelude declares the parameter block `pb` at `@group(0) @binding(0)`:
+/// `pb.threads` (invocations with work), `pb.k`, `pb.input`, `pb.n_out`,
+/// `pb.n_in`, `pb.out_rank`, and functions `pb_thread(wid, nwg,
+/// local_index)` (this invocation's linear index: workgroups are spread
+/// over x and y), `pb_scalar(i)`, `pb_out_dim(d)`, `pb_in_dim(i, d)`,
+/// `pb_in_rank(i)`. Buffers are `array<f32>` in row-major order.
+///
+/// - **Forward source**, entry point `forward`: input i at binding `1 + i`
+///   (`var<storage, read>`), the output at binding `1 + inputs`
+///   (`var<storage, read_write>`). It runs `numel(output)` invocations
+///   (`pb.threads`, rounded up to whole workgroups) and must write every
+///   output element: buffers come from a pool and hold old values.
+/// - **Adjoint source**, entry point `adjoint_i` for each input i: the
+///   cotangents `[K, *out_shape]` at binding 1 (read), the contribution to
+///   input i, `[K, *input_i_shape]`, at binding 2 (`read_write`, every
+///   element must be written), the saved values at bindings 3, 4, … in
+///   the order of [`CustomOpBuilder::saves`]. It runs `K · numel(input i)`
+///   invocations, one dispatch for all K: invocation t computes row
+///   `t / pb.n_in`, element `t % pb.n_in`.
+/// - Workgroup sizes are literal (`@workgroup_size(64)`); group 0 only;
+///   at most 4 inputs, 16 scalars, rank 6.
+/// - Keep each invocation's loops short: lavapipe (llvmpipe) silently
+///   stops an invocation's loops after 65535 iterations in all.
+///
+/// The WGSL is parsed, validated and compiled when the op is built; a
+/// mistake comes back as [`Error::Wgsl`] with naga's message and line.
+/// `examples/custom_op.rs` is a complete op (a diffusion stencil).
+#[derive(Clone, Debug)]
+pub struct CustomOp {
+    def: Arc<CustomDef>,
+}
+
+/// Describes a [`CustomOp`]; [`CustomOpBuilder::build`] validates it.
+pub struct CustomOpBuilder {
+    name: String,
+    forward: Option<String>,
+    adjoint: Option<String>,
+    inputs: usize,
+    shape: Option<ShapeRule>,
+    saves: Vec<CustomSave>,
+    rowwise: bool,
+}
+
+impl CustomOp {
+    /// Starts describing an op called `name` (used in messages). Defaults:
+    /// one input, output shaped like input 0, nothing saved.
+    pub fn builder(name: &str) -> CustomOpBuilder {
+        CustomOpBuilder {
+            name: name.to_string(),
+            forward: None,
+            adjoint: None,
+            inputs: 1,
+            shape: None,
+            saves: Vec::new(),
+            rowwise: false,
+        }
+    }
+
+    /// The name given to [`CustomOp::builder`].
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    /// Runs the forward kernel on `inputs` with `scalars` (readable in WGSL
+    /// as `pb_scalar(i)`); the result is tracked when any input is.
+    pub fn apply(&self, inputs: &[&Tensor], scalars: &[f32]) -> Result<Tensor> {
+        let def = &*self.def;
+        let refuse = |reason: String| invalid("custom op", format!("`{}`: {reason}", def.name));
+        if inputs.len() != def.inputs {
+            return Err(refuse(format!(
+                "it takes {} inputs, {} were given",
+                def.inputs,
+                inputs.len()
+            )));
+        }
+        if scalars.len() > MAX_CUSTOM_SCALARS {
+            return Err(refuse(format!(
+                "{} scalars given; at most {MAX_CUSTOM_SCALARS}",
+                scalars.len()
+            )));
+        }
+        let (first, rest) = inputs
+            .split_first()
+            .ok_or_else(|| refuse("no inputs".into()))?;
+        check_operands(first, rest)?;
+        def.dev.check_same(first.device())?;
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        let out_shape = (def.shape)(&shapes, scalars).map_err(refuse)?;
+        check_rank("custom op", &out_shape)?;
+        let n = numel(&out_shape);
+        let dev = &def.dev;
+        let out = dev.alloc("custom op output", n)?;
+        if n > 0 {
+            let params = params(n, 1, 0, &out_shape, &shapes, scalars);
+            let mut buffers: Vec<&Storage> = inputs.iter().map(|t| &*t.inner.data).collect();
+            buffers.push(&out);
+            def.forward.dispatch(dev, n, params, &buffers);
+        }
+        let op = Op::Custom(self.def.clone(), scalars.into());
+        record(dev, op, inputs, out, out_shape)
+    }
+}
+
+/// The prelude's `PbParams` (word 2, the workgroup size, is set per entry).
+fn params(
+    threads: usize,
+    k: usize,
+    input: usize,
+    out_shape: &[usize],
+    in_shapes: &[&[usize]],
+    scalars: &[f32],
+) -> Params {
+    let mut p = Params::new(threads, k)
+        .word(3, input as u32)
+        .word(4, numel(out_shape) as u32)
+        .word(5, numel(in_shapes[input]) as u32)
+        .word(6, out_shape.len() as u32);
+    let mut ranks = 0u32;
+    // Shapes are padded with 1s to 8 dims; input i's at word 16 + 8i.
+    let put_shape = |p: Params, base: usize, shape: &[usize]| {
+        (0..8).fold(p, |p, d| {
+            p.word(base + d, shape.get(d).copied().unwrap_or(1) as u32)
+        })
+    };
+    p = put_shape(p, 8, out_shape);
+    for (i, s) in in_shapes.iter().enumerate() {
+        ranks |= (s.len() as u32) << (8 * i);
+        p = put_shape(p, 16 + 8 * i, s);
+    }
+    p = p.word(7, ranks);
+    for (i, s) in scalars.iter().enumerate() {
+        p = p.word(48 + i, s.to_bits());
+    }
+    p
+}
+
+/// Each needed input's contribution: `adjoint_i` over `K · numel(input i)`
+/// invocations, reading the K cotangents and the saved values.
+pub(crate) fn vjp(cx: &VjpCtx, def: &CustomDef, scalars: &[f32]) -> Result<Contributions> {
+    let shapes: Vec<&[usize]> = cx.inputs.iter().map(|i| &i.shape[..]).collect();
+    let mut out = vec![None; shapes.len()];
+    for (i, slot) in out.iter_mut().enumerate() {
+        if !cx.needs[i] {
+            continue;
+        }
+        let threads = cx.k * numel(shapes[i]);
+        let c = cx.dev.alloc("custom op contribution", threads)?;
+        if threads > 0 {
+            let params = params(threads, cx.k, i, cx.out_shape, &shapes, scalars);
+            let mut buffers: Vec<&Storage> = vec![cx.g, &c];
+            buffers.extend(cx.saved.iter().map(|s| &**s));
+            def.adjoints[i].dispatch(cx.dev, threads, params, &buffers);
+        }
+        *slot = Some(Arc::new(c));
+    }
+    Ok(out)
+}
+
+impl CustomOpBuilder {
+    /// The forward WGSL source (entry point `forward`).
+    pub fn forward(mut self, wgsl: &str) -> Self {
+        self.forward = Some(wgsl.to_string());
+        self
+    }
+
+    /// The adjoint WGSL source (entry points `adjoint_0`, `adjoint_1`, …).
+    pub fn adjoint(mut self, wgsl: &str) -> Self {
+        self.adjoint = Some(wgsl.to_string());
+        self
+    }
+
+    /// The number of inputs, 1 to 4 (default 1).
+    pub fn inputs(mut self, n: usize) -> Self {
+        self.inputs = n;
+        self
+    }
+
+    /// The output shape from the inputs' shapes and the scalars (default:
+    /// input 0's shape); an `Err` message is returned to the caller of
+    /// [`CustomOp::apply`].
+    pub fn shape(
+        mut self,
+        rule: impl Fn(&[&[usize]], &[f32]) -> std::result::Result<Vec<usize>, String>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.shape = Some(Arc::new(rule));
+        self
+    }
+
+    /// What the adjoint reads from the forward pass (default: nothing),
+    /// bound at 3, 4, … in this order. The values are kept until the
+    /// backward pass uses them, and freed then.
+    pub fn saves(mut self, saves: &[CustomSave]) -> Self {
+        self.saves = saves.to_vec();
+        self
+    }
+
+    /// Declares that the op keeps rows apart along axis 0: output row b
+    /// depends on row b of every input only (every input has the output's
+    /// axis 0). Per-example passes (`per_example_grads`) then accept the op,
+    /// with the inputs' axis 0 as the example axis; without it they refuse
+    /// custom ops, since pullback cannot read that from the kernels.
+    pub fn keeps_rows_apart(mut self) -> Self {
+        self.rowwise = true;
+        self
+    }
+
+    /// Validates both sources with naga, checks entry points and bindings
+    /// against the conventions of [`CustomOp`] and compiles the kernels on
+    /// `dev`. Errors: [`Error::Wgsl`] with naga's message and line, or
+    /// [`Error::InvalidArgument`] for counts out of range.
+    pub fn build(self, dev: &Device) -> Result<CustomOp> {
+        let name = self.name;
+        let refuse = |reason: String| invalid("custom op", format!("`{name}`: {reason}"));
+        if !(1..=MAX_CUSTOM_INPUTS).contains(&self.inputs) {
+            return Err(refuse(format!(
+                "{} inputs; a custom op takes 1 to {MAX_CUSTOM_INPUTS}",
+                self.inputs
+            )));
+        }
+        let n = self.inputs;
+        let saves = self
+            .saves
+            .iter()
+            .map(|s| match *s {
+                CustomSave::Input(i) if i < n => Ok(Saved::Input(i)),
+                CustomSave::Input(i) => {
+                    Err(refuse(format!("it saves input {i}, but takes {n} inputs")))
+                }
+                CustomSave::Output => Ok(Saved::Output),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let missing = |what: &str| Error::Wgsl {
+            op: name.clone(),
+            message: format!("no {what} source was given (CustomOpBuilder::{what})"),
+        };
+        let forward_src = self.forward.ok_or_else(|| missing("forward"))?;
+        let adjoint_src = self.adjoint.ok_or_else(|| missing("adjoint"))?;
+        let mut fwd_bindings: Vec<(u32, Access)> =
+            (1..=n as u32).map(|b| (b, Access::Read)).collect();
+        fwd_bindings.push((1 + n as u32, Access::Write));
+        let mut adj_bindings = vec![(1, Access::Read), (2, Access::Write)];
+        adj_bindings.extend((0..saves.len() as u32).map(|j| (3 + j, Access::Read)));
+        let forward = wgsl::compile(
+            dev,
+            &name,
+            "forward",
+            &forward_src,
+            &[("forward".to_string(), fwd_bindings)],
+        )?;
+        let adjoints = wgsl::compile(
+            dev,
+            &name,
+            "adjoint",
+            &adjoint_src,
+            &(0..n)
+                .map(|i| (format!("adjoint_{i}"), adj_bindings.clone()))
+                .collect::<Vec<_>>(),
+        )?;
+        let forward = forward
+            .into_iter()
+            .next()
+            .ok_or_else(|| missing("forward"))?;
+        Ok(CustomOp {
+            def: Arc::new(CustomDef {
+                name,
+                dev: dev.clone(),
+                inputs: n,
+                shape: self
+                    .shape
+                    .unwrap_or_else(|| Arc::new(|shapes, _| Ok(shapes[0].to_vec()))),
+                saves,
+                rowwise: self.rowwise,
+                forward,
+                adjoints,
+            }),
+        })
+    }
+}
+
+/// Builds an [`Entry`] (for `custom_wgsl.rs`).
+pub(crate) fn entry(
+    module: Arc<(String, String)>,
+    entry: String,
+    bindings: Vec<(u32, Access)>,
+    wg_size: u32,
+) -> Entry {
+    Entry {
+        module,
+        entry,
+        bindings,
+        wg_size,
+    }
+}
+
+impl Entry {
+    /// Module (key, source), entry point name and bindings.
+    pub(crate) fn parts(&self) -> (&(String, String), &str, &[(u32, Access)]) {
+        (&self.module, &self.entry, &self.bindings)
+    }
+}

@@ -1,0 +1,137 @@
+//! Memory of a device: pooled and virtual buffers, copies and clears that
+//! need no kernel, the working-memory budget of a pass, and dry runs (a
+//! handle on which a pass only sizes its buffers).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::Result;
+use crate::runtime::device::{Device, Role};
+use crate::runtime::pool::{Counters, Storage};
+
+impl Device {
+    /// Bounds the working memory of one VJP pass (its cotangents, scratch
+    /// and per-chunk results; not the final result the caller asked for).
+    /// `vjp_batched`, `jacobian` and what is built on them split the K
+    /// cotangents into chunks, each its own pass, so that every chunk stays
+    /// within it. [`crate::plan_peak_bytes`] says what one pass needs.
+    pub fn set_memory_budget(&self, bytes: u64) {
+        self.shared.budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The bound set by [`Device::set_memory_budget`]; `None` (the default):
+    /// passes are bounded only by the adapter's buffer limits.
+    pub fn memory_budget(&self) -> Option<u64> {
+        match self.shared.budget.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            bytes => Some(bytes),
+        }
+    }
+
+    /// Removes the bound set by [`Device::set_memory_budget`].
+    pub fn clear_memory_budget(&self) {
+        self.set_memory_budget(u64::MAX);
+    }
+
+    /// A handle on which the same code runs without touching the GPU:
+    /// buffers are virtual (sized and checked against the limits like real
+    /// ones) and tallied in the returned counters; dispatches, copies and
+    /// submits are not recorded. The memory estimates of a pass come from
+    /// running it on one, so they cannot drift from what a pass does.
+    pub(crate) fn dry_run(&self) -> (Device, Arc<Counters>) {
+        let tally = Arc::new(Counters::default());
+        let dev = Device {
+            shared: self.shared.clone(),
+            role: Role::Dry(tally.clone()),
+        };
+        (dev, tally)
+    }
+
+    /// True on a dry-run handle ([`Device::dry_run`]): nothing is recorded.
+    pub(crate) fn is_dry_run(&self) -> bool {
+        matches!(self.role, Role::Dry(_))
+    }
+
+    /// Largest buffer a kernel can bind, in bytes.
+    pub(crate) fn max_binding(&self) -> u64 {
+        self.shared.pool.max_binding
+    }
+
+    /// A pooled buffer for `len` f32 values that kernels can bind.
+    pub(crate) fn alloc(&self, what: &str, len: usize) -> Result<Storage> {
+        self.take(what, len, true)
+    }
+
+    /// A pooled buffer for `len` f32 values that is only copied into and
+    /// out of (it may exceed the binding limit, up to the largest buffer).
+    pub(crate) fn alloc_large(&self, what: &str, len: usize) -> Result<Storage> {
+        self.take(what, len, false)
+    }
+
+    fn take(&self, what: &str, len: usize, bindable: bool) -> Result<Storage> {
+        self.check_alive()?;
+        let bytes = (len as u64).saturating_mul(4);
+        match &self.role {
+            Role::Dry(tally) => self.shared.pool.take_virtual(tally, what, bytes, bindable),
+            Role::Live | Role::Deferred => self.shared.pool.take(what, bytes, bindable),
+        }
+    }
+
+    /// A buffer holding `data` (f32 values, or u32 indices): an idle pooled
+    /// buffer no pending command can still read, written through the queue,
+    /// or else a fresh one (so a loop that uploads the same sizes every
+    /// step, labels or indices, stops creating buffers).
+    pub(crate) fn upload<T: bytemuck::Pod>(&self, what: &str, data: &[T]) -> Result<Storage> {
+        if self.is_dry_run() {
+            return self.take(what, size_of_val(data).div_ceil(4), false);
+        }
+        self.check_alive()?;
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let bindable = bytes.len() as u64 <= self.max_binding();
+        if bindable
+            && !bytes.is_empty()
+            && let Some(s) = self.shared.pool.take_settled(bytes.len() as u64)
+        {
+            self.wgpu_queue().write_buffer(s.buffer(), 0, bytes);
+            return Ok(s);
+        }
+        self.shared.pool.upload(what, bytes)
+    }
+
+    /// Fails unless a kernel can bind a buffer of `len` f32 values.
+    pub(crate) fn check_bindable(&self, what: &str, len: usize) -> Result<()> {
+        self.shared
+            .pool
+            .check_size(what, (len as u64).saturating_mul(4), true)
+    }
+
+    /// Records a copy of `len` values from `src[src_at..]` to `dst[dst_at..]`
+    /// (offsets in f32 elements) into the pending encoder: no kernel, so
+    /// neither buffer needs to be bindable.
+    pub(crate) fn copy(
+        &self,
+        src: &Storage,
+        src_at: usize,
+        dst: &Storage,
+        dst_at: usize,
+        len: usize,
+    ) {
+        if len == 0 {
+            return;
+        }
+        self.record(|encoder| {
+            encoder.copy_buffer_to_buffer(
+                src.buffer(),
+                src_at as u64 * 4,
+                dst.buffer(),
+                dst_at as u64 * 4,
+                len as u64 * 4,
+            )
+        });
+    }
+
+    /// Records zeroing the whole of `dst` (no kernel: any size).
+    pub(crate) fn clear(&self, dst: &Storage) {
+        self.record(|encoder| encoder.clear_buffer(dst.buffer(), 0, None));
+    }
+}

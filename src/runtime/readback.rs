@@ -1,0 +1,174 @@
+//! Reading buffers back to the host: copies into one mappable staging
+//! buffer (`staging.rs` pools them), submitted together with all pending
+//! work (one submit), then one map. It reads storages, not tensors
+//! (`tape/tensor.rs` reads tensors through it).
+
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::lock::Recover;
+use crate::runtime::device::Device;
+use crate::runtime::encoder::new_encoder;
+use crate::runtime::pool::Storage;
+
+/// Where each tensor's values lie in a staging buffer: copies start at
+/// multiples of 16 bytes (wgpu needs 4 for copies, 8 for map offsets).
+fn layout(lens: &[usize]) -> (Vec<u64>, u64) {
+    let mut offsets = Vec::with_capacity(lens.len());
+    let mut end = 0u64;
+    for &len in lens {
+        offsets.push(end);
+        end += (len as u64 * 4).next_multiple_of(16);
+    }
+    (offsets, end.max(16))
+}
+
+/// A staging buffer being mapped for one readback.
+struct Read {
+    staging: wgpu::Buffer,
+    offsets: Vec<u64>,
+    bytes: u64,
+}
+
+/// Completed by the map callback.
+type Mapped = futures::channel::oneshot::Receiver<Result<()>>;
+
+impl Device {
+    /// Copies the first `len` values of each storage into one staging
+    /// buffer, submitting the pending work with the copies (one submit),
+    /// and starts mapping it.
+    fn start_read(&self, items: &[(&Storage, usize)]) -> Result<(Read, Mapped)> {
+        self.check_alive()?;
+        self.run_deferred();
+        let lens: Vec<usize> = items.iter().map(|(_, len)| *len).collect();
+        let (offsets, bytes) = layout(&lens);
+        let shared = &*self.shared;
+        let staging = shared.staging.take(
+            &shared.device,
+            &shared.pool.counters,
+            shared.pool.max_buffer,
+            bytes,
+        );
+        // As in `flush`: take, record the copies and submit under one lock.
+        let mut pending = self.shared.pending.locked();
+        let mut encoder = pending
+            .take()
+            .unwrap_or_else(|| new_encoder(&self.shared.device));
+        for ((storage, len), offset) in items.iter().zip(&offsets) {
+            if *len > 0 {
+                encoder.copy_buffer_to_buffer(
+                    storage.buffer(),
+                    0,
+                    &staging,
+                    *offset,
+                    *len as u64 * 4,
+                );
+            }
+        }
+        self.submit(encoder);
+        drop(pending);
+        let counters = &self.shared.pool.counters;
+        counters.readbacks.fetch_add(1, Ordering::Relaxed);
+        let (tx, mapped) = futures::channel::oneshot::channel();
+        staging
+            .slice(..bytes)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r.map_err(|e| Error::Gpu(format!("reading back a tensor: {e}"))));
+            });
+        Ok((
+            Read {
+                staging,
+                offsets,
+                bytes,
+            },
+            mapped,
+        ))
+    }
+
+    /// The values of a mapped readback; the staging buffer goes back to the pool.
+    fn finish_read(&self, read: Read, lens: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let values = {
+            let view = read
+                .staging
+                .slice(..read.bytes)
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(format!("reading back a tensor: {e}")))?;
+            let all = bytemuck::cast_slice::<u8, f32>(&view);
+            read.offsets
+                .iter()
+                .zip(lens)
+                .map(|(&offset, &len)| all[offset as usize / 4..][..len].to_vec())
+                .collect()
+        };
+        read.staging.unmap();
+        self.shared.staging.give_back(read.staging);
+        Ok(values)
+    }
+
+    /// Blocking read of `len` f32 values of each storage: one submit, one map.
+    /// Past the largest buffer the adapter allows, one staging buffer per
+    /// storage (each of which fits).
+    pub(crate) fn read_many(&self, items: &[(&Storage, usize)]) -> Result<Vec<Vec<f32>>> {
+        let lens: Vec<usize> = items.iter().map(|(_, len)| *len).collect();
+        if items.len() > 1 && layout(&lens).1 > self.shared.pool.max_buffer {
+            return items
+                .iter()
+                .map(|&item| self.read(item.0, item.1))
+                .collect();
+        }
+        let (read, mut mapped) = self.start_read(items)?;
+        self.wait()?;
+        // The copy is done once `wait` returns, but the map callback runs on
+        // whichever thread polled the device: when another thread's poll
+        // collected it, it may still be on its way here. wgpu always calls a
+        // map callback (with an error if the device is lost), so wait for it,
+        // polling, with a deadline as a safety net.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match mapped.try_recv() {
+                Ok(Some(result)) => break result?,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    self.shared
+                        .device
+                        .poll(wgpu::PollType::Poll)
+                        .map_err(|e| Error::DeviceLost(e.to_string()))?;
+                    self.check_alive()?;
+                    std::thread::yield_now();
+                }
+                _ => return Err(self.lost_or("the readback did not complete")),
+            }
+        }
+        self.finish_read(read, &lens)
+    }
+
+    /// Blocking read of `len` f32 values.
+    pub(crate) fn read(&self, storage: &Storage, len: usize) -> Result<Vec<f32>> {
+        Ok(self.read_many(&[(storage, len)])?.remove(0))
+    }
+
+    /// Non-blocking read. The task sleeps until the map callback completes
+    /// the readback: a helper thread blocks in the driver until the copy is
+    /// done (wgpu then runs the callback, which wakes the task), so nothing
+    /// spins while the GPU works.
+    pub(crate) async fn read_async(&self, storage: &Storage, len: usize) -> Result<Vec<f32>> {
+        let (read, mapped) = self.start_read(&[(storage, len)])?;
+        let device = self.shared.device.clone();
+        std::thread::spawn(move || {
+            // An error here means the device is lost; the map callback then
+            // reports it.
+            let _ = device.poll(wgpu::PollType::wait_indefinitely());
+        });
+        match mapped.await {
+            Ok(result) => result?,
+            Err(_) => return Err(self.lost_or("the readback was cancelled")),
+        }
+        Ok(self.finish_read(read, &[len])?.remove(0))
+    }
+
+    fn lost_or(&self, msg: &str) -> Error {
+        match self.check_alive() {
+            Err(e) => e,
+            Ok(()) => Error::Gpu(msg.to_string()),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Mappable buffers for readbacks, pooled per device by size class, so a
+//! training loop that reads the same sizes every step creates them once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use crate::lock::Recover;
+use crate::runtime::pool::{Counters, size_class};
+
+/// Idle staging buffers by size; at most `KEEP_PER_SIZE` of each size and
+/// `KEEP_BYTES` in all are kept (readbacks are usually a handful of sizes).
+#[derive(Default)]
+pub(crate) struct StagingPool {
+    idle: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+}
+
+const KEEP_PER_SIZE: usize = 2;
+const KEEP_BYTES: u64 = 512 << 20;
+
+impl StagingPool {
+    #[cfg(test)]
+    pub fn poison_locks(&self) {
+        crate::lock::poison(&self.idle);
+    }
+
+    /// A buffer of at least `bytes`, at most `max_buffer` (the adapter's
+    /// largest); a new one is counted in `counters`.
+    pub fn take(
+        &self,
+        device: &wgpu::Device,
+        counters: &Counters,
+        max_buffer: u64,
+        bytes: u64,
+    ) -> wgpu::Buffer {
+        let class = size_class(bytes).min(max_buffer);
+        if let Some(buffer) = self.idle.locked().get_mut(&class).and_then(Vec::pop) {
+            return buffer;
+        }
+        counters.staging_allocations.fetch_add(1, Ordering::Relaxed);
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("pullback readback"),
+            size: class,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub fn give_back(&self, buffer: wgpu::Buffer) {
+        let mut idle = self.idle.locked();
+        let held: u64 = idle.values().flatten().map(wgpu::Buffer::size).sum();
+        let same = idle.entry(buffer.size()).or_default();
+        if same.len() < KEEP_PER_SIZE && held + buffer.size() <= KEEP_BYTES {
+            same.push(buffer);
+        }
+    }
+
+    /// Drops every idle staging buffer.
+    pub fn trim(&self) {
+        self.idle.locked().clear();
+    }
+}
