@@ -8,7 +8,8 @@
 
 // The op of the `binary_*` entry points (ALIGNED and SYNC_ROWS: common.wgsl).
 // Names are prefixed so that this file composes with unary.wgsl into the
-// fused adjoints (see src/ops/fused.rs), which call binary_da/db with literal ops.
+// fused kernels (src/ops/elementwise/codegen.rs), which call binary_f/da/db
+// with literal ops.
 override BINARY_OP: u32 = 0u;
 override BCAST: bool = false;   // an operand's shape differs from the output's
 override NEED_A: bool = true;

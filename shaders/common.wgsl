@@ -1,6 +1,7 @@
 // Shared by every pullback kernel (prepended to each shaders/*.wgsl file).
 // Binding 0 is the parameter block; words 0..8 are scalars, then slots of 6
-// words hold per-dimension shapes and strides (rank <= 6). See kernels.rs.
+// words hold per-dimension shapes and strides (rank <= 6). See
+// src/runtime/kernels.rs.
 
 const WG: u32 = 256u;
 
@@ -52,7 +53,7 @@ fn kahan_add(sc: vec2<f32>, x: f32, one: f32) -> vec2<f32> {
 // iterations in all (gallivm's guard against endless loops; nesting does
 // not help): one invocation must not loop over more than that. Kernels
 // that walk a long axis are handed pieces of at most LOOP_PIECE
-// (src/kernels.rs) by the host.
+// (src/runtime/kernels.rs) by the host.
 
 // Overrides several kernels share (declared once, so that modules composed
 // of several ops' files, the fused adjoints, declare each once):

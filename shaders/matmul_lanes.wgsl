@@ -14,7 +14,7 @@
 // That is 8 lane-varying loads (vec4 loads where A's rows are aligned) per
 // 128 FMAs, against 8 per 16 FMAs in the shared-tile kernel; measured on
 // lavapipe at 1024³: about 20 GFLOP/s against 5.5 (64 rows per workgroup:
-// 23, but twice the compile time; see LANE_ROWS in src/ops/matmul.rs).
+// 23, but twice the compile time; see LANE_ROWS in src/ops/matmul/gemm.rs).
 // Needs subgroups of at least 8 invocations; the host picks this kernel
 // only then, on CPU adapters.
 // Slots as in matmul.wgsl. Bindings 4 and 5 are bindings 1 and 3 again,

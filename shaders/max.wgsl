@@ -24,7 +24,7 @@ fn beats(v: f32, best: f32) -> bool {
 // Output i's maximum over d in [start, end) (x2 = start's block length,
 // x3 = blocks per output; one block when x3 = 1): lavapipe stops an
 // invocation's loops after 65535 iterations, so long axes are cut into
-// blocks (LOOP_PIECE, src/kernels.rs) and `forward_blocks` combines
+// blocks (LOOP_PIECE, src/runtime/kernels.rs) and `forward_blocks` combines
 // the blocks' maxima in order.
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,

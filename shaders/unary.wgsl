@@ -5,7 +5,8 @@
 
 // The op of the `unary_*` entry points (ALIGNED and SYNC_ROWS: common.wgsl).
 // Names are prefixed so that this file composes with binary.wgsl into the
-// fused adjoints (see src/ops/fused.rs), which call unary_d with literal ops.
+// fused kernels (src/ops/elementwise/codegen.rs), which call unary_f/unary_d
+// with literal ops.
 override UNARY_OP: u32 = 0u;
 
 const NEG: u32 = 0u;

@@ -1,7 +1,7 @@
 // pullback's custom-op prelude. pullback appends it after the user's WGSL
 // (so naga's line numbers in errors are the user's own lines). The layout
 // below is the contract documented on `pullback::CustomOp`; Rust side:
-// src/ops/custom.rs. Ranks are at most 6; dims past the rank are 1.
+// src/ops/custom/mod.rs. Ranks are at most 6; dims past the rank are 1.
 
 struct PbParams {
     // Invocations with work: numel(output) in `forward`, K * numel(input i)

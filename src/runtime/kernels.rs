@@ -154,7 +154,7 @@ pub(crate) struct KernelCache {
     layouts: Mutex<HashMap<LayoutKey, Arc<wgpu::BindGroupLayout>>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// Starts the driver's compilation of each new pipeline at once, where
-    /// it would wait for the first dispatch (`src/warm.rs`).
+    /// it would wait for the first dispatch (`warm.rs`).
     warmer: Option<Warmer>,
 }
 
@@ -176,7 +176,7 @@ impl KernelCache {
         }
     }
 
-    /// Submits the warm dispatches still queued (`src/warm.rs`); called
+    /// Submits the warm dispatches still queued (`warm.rs`); called
     /// before each real submission.
     pub fn submit_warm(&self, device: &wgpu::Device) {
         if let Some(warmer) = &self.warmer {

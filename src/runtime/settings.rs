@@ -35,7 +35,7 @@ impl Device {
     /// The most loop iterations one invocation may run, where the driver
     /// bounds it: llvmpipe (lavapipe) silently stops an invocation's loops
     /// after 65535 iterations in all. Kernels that walk a long axis in one
-    /// invocation split it below this (`LOOP_PIECE` in `kernels.rs`).
+    /// invocation split it below this (`LOOP_PIECE` in `runtime/kernels.rs`).
     /// Other CPU drivers are treated alike, at the cost of a split.
     pub(crate) fn loop_limit(&self) -> Option<usize> {
         (self.adapter_info().device_type == wgpu::DeviceType::Cpu).then_some(LOOP_PIECE)

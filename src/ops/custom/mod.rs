@@ -3,7 +3,7 @@
 //! take part in pruning, pooling, one submit per pass, `vjp_batched`,
 //! chunking, Jacobians and `gradcheck` like any built-in op. The WGSL is
 //! validated by naga and compiled when the op is defined
-//! (`custom_wgsl.rs`); `shaders/custom/prelude.wgsl` is the parameter
+//! (`wgsl.rs`); `shaders/custom/prelude.wgsl` is the parameter
 //! block and helpers a kernel may use.
 
 use std::sync::Arc;
@@ -13,11 +13,12 @@ mod wgsl;
 use crate::error::{Error, Result, invalid};
 use crate::ops::{Contributions, Op, Saved, VjpCtx};
 use crate::runtime::device::Device;
-use crate::runtime::kernels::{Access, Kernel, Module, Params, Source, grid};
+use crate::runtime::kernels::{Access, Params};
 use crate::runtime::pool::Storage;
 use crate::shape::{check_rank, numel};
 use crate::tape::record::{check_operands, record};
 use crate::tape::tensor::Tensor;
+use wgsl::Entry;
 
 /// Inputs a custom op may take (one shape slot each in the prelude).
 pub const MAX_CUSTOM_INPUTS: usize = 4;
@@ -38,38 +39,6 @@ pub enum CustomSave {
 /// they are refused (it becomes [`Error::InvalidArgument`]).
 type ShapeRule =
     Arc<dyn Fn(&[&[usize]], &[f32]) -> std::result::Result<Vec<usize>, String> + Send + Sync>;
-
-/// One compiled entry point: the module's cache key and source, its
-/// bindings and the invocations per workgroup naga found.
-#[derive(Clone)]
-pub(crate) struct Entry {
-    module: Arc<(String, String)>,
-    entry: String,
-    bindings: Vec<(u32, Access)>,
-    wg_size: u32,
-}
-
-impl Entry {
-    fn dispatch(&self, dev: &Device, threads: usize, params: Params, buffers: &[&Storage]) {
-        let module = Module {
-            name: &self.module.0,
-            source: Source::Text(&self.module.1),
-        };
-        let kernel = Kernel {
-            module: &module,
-            entry: &self.entry,
-            bindings: &self.bindings,
-        };
-        let (x, y) = grid((threads as u64).div_ceil(u64::from(self.wg_size)));
-        dev.dispatch_grid(
-            &kernel,
-            &[],
-            &params.word(2, self.wg_size),
-            buffers,
-            (x, y, 1),
-        );
-    }
-}
 
 /// A defined custom op (see [`CustomOp`]).
 pub(crate) struct CustomDef {
@@ -383,27 +352,5 @@ impl CustomOpBuilder {
                 adjoints,
             }),
         })
-    }
-}
-
-/// Builds an [`Entry`] (for `custom_wgsl.rs`).
-pub(crate) fn entry(
-    module: Arc<(String, String)>,
-    entry: String,
-    bindings: Vec<(u32, Access)>,
-    wg_size: u32,
-) -> Entry {
-    Entry {
-        module,
-        entry,
-        bindings,
-        wg_size,
-    }
-}
-
-impl Entry {
-    /// Module (key, source), entry point name and bindings.
-    pub(crate) fn parts(&self) -> (&(String, String), &str, &[(u32, Access)]) {
-        (&self.module, &self.entry, &self.bindings)
     }
 }

@@ -3,16 +3,51 @@
 //! required entry point must be a compute shader with a literal workgroup
 //! size whose bindings are the ones pullback binds, and the pipelines are
 //! compiled under an error scope. Any failure is an `Error::Wgsl`, never a
-//! wgpu validation abort later.
+//! wgpu validation abort later. What passes becomes an [`Entry`], which
+//! dispatches the user's kernel over a count of invocations.
 
 use std::sync::Arc;
 
 use naga::valid::{Capabilities, GlobalUse, ValidationFlags, Validator};
 
 use crate::error::{Error, Result};
-use crate::ops::custom::{Entry, entry};
 use crate::runtime::device::Device;
-use crate::runtime::kernels::{Access, Kernel, Module, Source};
+use crate::runtime::kernels::{Access, Kernel, Module, Params, Source, grid};
+use crate::runtime::pool::Storage;
+
+/// One compiled entry point: the module's cache key and source, its
+/// bindings and the invocations per workgroup naga found.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    module: Arc<(String, String)>,
+    entry: String,
+    bindings: Vec<(u32, Access)>,
+    wg_size: u32,
+}
+
+impl Entry {
+    /// Records one dispatch of `threads` invocations (spread over x and y),
+    /// the workgroup size in word 2 of `params`.
+    pub fn dispatch(&self, dev: &Device, threads: usize, params: Params, buffers: &[&Storage]) {
+        let module = Module {
+            name: &self.module.0,
+            source: Source::Text(&self.module.1),
+        };
+        let kernel = Kernel {
+            module: &module,
+            entry: &self.entry,
+            bindings: &self.bindings,
+        };
+        let (x, y) = grid((threads as u64).div_ceil(u64::from(self.wg_size)));
+        dev.dispatch_grid(
+            &kernel,
+            &[],
+            &params.word(2, self.wg_size),
+            buffers,
+            (x, y, 1),
+        );
+    }
+}
 
 const PRELUDE: &str = include_str!("../../../shaders/custom/prelude.wgsl");
 
@@ -60,7 +95,12 @@ pub(crate) fn compile(
             check_binding(name, var, rb, uses[handle], bindings).map_err(&fail)?;
         }
         let wg = ep.workgroup_size.iter().product();
-        out.push(entry(key.clone(), name.clone(), bindings.clone(), wg));
+        out.push(Entry {
+            module: key.clone(),
+            entry: name.clone(),
+            bindings: bindings.clone(),
+            wg_size: wg,
+        });
     }
     for e in &out {
         compile_entry(dev, e).map_err(|m| fail(format!("the GPU driver rejected it: {m}")))?;
@@ -158,15 +198,14 @@ fn module_key(op: &str, which: &str, source: &str) -> String {
 
 /// Compiles one entry now; Err(wgpu's message) when the driver refuses it.
 fn compile_entry(dev: &Device, e: &Entry) -> std::result::Result<(), String> {
-    let (module, name, bindings) = e.parts();
     let module = Module {
-        name: &module.0,
-        source: Source::Text(&module.1),
+        name: &e.module.0,
+        source: Source::Text(&e.module.1),
     };
     let kernel = Kernel {
         module: &module,
-        entry: name,
-        bindings,
+        entry: &e.entry,
+        bindings: &e.bindings,
     };
     dev.compile_checked(&kernel)
 }
