@@ -76,6 +76,7 @@ fn w2_forward_is_one_dispatch_and_matches_unfused_and_f64() {
 #[test]
 fn first_sighting_runs_the_ops_themselves() {
     let dev = fresh_device();
+    dev.set_fused_forward(true); // whatever PULLBACK_FUSION says
     let x = uniform(&dev, "sighting x", &[1000], -1.0, 1.0);
     let mut seen = Vec::new();
     for _ in 0..3 {

@@ -16,7 +16,7 @@ use crate::tape::tensor::Tensor;
 /// (the same K for all); returns, for each input, `[K, *input.shape]`:
 /// row k is `Σᵢ vᵢ[k]ᵀ · ∂outputs[i]/∂input`. One pass over the graph and
 /// one submit, whatever K is, unless the pass would exceed the device's
-/// memory budget ([`Device::set_memory_budget`]) or the adapter's buffer
+/// memory budget ([`crate::Device::set_memory_budget`]) or the adapter's buffer
 /// limits: then K is split into chunks of rows, each its own pass and
 /// submit, with the same result bit for bit. Does not touch `.grad`.
 ///

@@ -10,9 +10,9 @@
 //! axis 0, the weight of `x·W`), its rule leaves the sum over the examples
 //! out ([`PerExample::Grads`]) — the only places per-example work is done.
 //!
-//! The roles are assigned from the loss down ([`Op::example_roles`]);
-//! an op that would mix rows of the example axis, or a value used both per
-//! example and across examples, is refused with an error naming the op.
+//! The roles are assigned from the loss down (`roles.rs`); an op that
+//! would mix rows of the example axis, or a value used both per example
+//! and across examples, is refused with an error naming the op.
 
 mod roles;
 

@@ -26,26 +26,25 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Records one dispatch of `threads` invocations (spread over x and y),
-    /// the workgroup size in word 2 of `params`.
-    pub fn dispatch(&self, dev: &Device, threads: usize, params: Params, buffers: &[&Storage]) {
+    /// `f` of the entry point as a kernel of the pipeline cache.
+    fn with_kernel<R>(&self, f: impl FnOnce(&Kernel) -> R) -> R {
         let module = Module {
             name: &self.module.0,
             source: Source::Text(&self.module.1),
         };
-        let kernel = Kernel {
+        f(&Kernel {
             module: &module,
             entry: &self.entry,
             bindings: &self.bindings,
-        };
+        })
+    }
+
+    /// Records one dispatch of `threads` invocations (spread over x and y),
+    /// the workgroup size in word 2 of `params`.
+    pub fn dispatch(&self, dev: &Device, threads: usize, params: Params, buffers: &[&Storage]) {
         let (x, y) = grid((threads as u64).div_ceil(u64::from(self.wg_size)));
-        dev.dispatch_grid(
-            &kernel,
-            &[],
-            &params.word(2, self.wg_size),
-            buffers,
-            (x, y, 1),
-        );
+        let params = params.word(2, self.wg_size);
+        self.with_kernel(|kernel| dev.dispatch_grid(kernel, &[], &params, buffers, (x, y, 1)));
     }
 }
 
@@ -198,14 +197,5 @@ fn module_key(op: &str, which: &str, source: &str) -> String {
 
 /// Compiles one entry now; Err(wgpu's message) when the driver refuses it.
 fn compile_entry(dev: &Device, e: &Entry) -> std::result::Result<(), String> {
-    let module = Module {
-        name: &e.module.0,
-        source: Source::Text(&e.module.1),
-    };
-    let kernel = Kernel {
-        module: &module,
-        entry: &e.entry,
-        bindings: &e.bindings,
-    };
-    dev.compile_checked(&kernel)
+    e.with_kernel(|kernel| dev.compile_checked(kernel))
 }
