@@ -113,7 +113,9 @@ impl Plan {
             let node = &step.node;
             let own = numel(&node.shape);
             match &node.kind {
-                NodeKind::Op { op, inputs, .. } => op.widest_buffer(&node.shape, inputs).max(own),
+                NodeKind::Op { op, inputs, .. } => {
+                    op.widest_buffer(&node.shape, inputs, &step.needs).max(own)
+                }
                 NodeKind::Leaf { .. } => own,
             }
         };

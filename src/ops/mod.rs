@@ -190,17 +190,18 @@ impl Op {
 
     /// The most values per cotangent row that one buffer of this op's
     /// adjoint holds (contributions, scratch), for an output of shape
-    /// `out`: the largest of its output and inputs, except where a matrix
-    /// product broadcasts an operand over batch axes and its contribution
-    /// is formed at the full batch before the sum over them. What a pass
-    /// needs of the binding limit is read off this without running it.
-    pub fn widest_buffer(&self, out: &[usize], inputs: &[Input]) -> usize {
-        let plain = inputs
-            .iter()
-            .map(|i| numel(&i.shape))
+    /// `out` and the inputs `needs` asks contributions for: the largest of
+    /// the output and those inputs, except where a matrix product
+    /// broadcasts an operand over batch axes and forms its contribution at
+    /// the full batch before the sum over them. What a pass needs of the
+    /// binding limit is read off this without running it.
+    pub fn widest_buffer(&self, out: &[usize], inputs: &[Input], needs: &[bool]) -> usize {
+        let plain = (inputs.iter().zip(needs))
+            .filter(|(_, need)| **need)
+            .map(|(i, _)| numel(&i.shape))
             .fold(numel(out), usize::max);
         match self {
-            Op::Matmul => matmul::widest_contribution(out, inputs).max(plain),
+            Op::Matmul => matmul::widest_contribution(out, inputs, needs).max(plain),
             Op::Unary(..)
             | Op::Binary(_)
             | Op::Sum { .. }

@@ -188,8 +188,9 @@ impl Device {
     }
 
     /// Forward work that is never read back would otherwise pile up in one
-    /// ever-growing encoder; past this many dispatches the next forward op
-    /// submits what is pending first. Backward passes never split.
+    /// ever-growing encoder; a forward result recorded past this many
+    /// pending dispatches submits them (`tape/record.rs`). Backward passes
+    /// record no forward result, so they never split.
     const FORWARD_FLUSH_DISPATCHES: u64 = 1024;
 
     /// Called after a forward op is recorded.

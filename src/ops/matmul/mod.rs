@@ -102,11 +102,14 @@ fn squared_row_norms(dev: &Device, x: &Storage, rows: usize, width: usize) -> Re
 }
 
 /// The most values per cotangent row of a contribution formed at the
-/// output's full batch: `[*batch, m, p]` (dA) or `[*batch, p, n]` (dB).
-pub(crate) fn widest_contribution(out: &[usize], inputs: &[Input]) -> usize {
+/// output's full batch: `[*batch, m, p]` (dA), `[*batch, p, n]` (dB), for
+/// the operands `needs` asks for.
+pub(crate) fn widest_contribution(out: &[usize], inputs: &[Input], needs: &[bool]) -> usize {
     let (batch, m, n) = split(out);
     let (_, _, p) = split(&inputs[0].shape);
-    numel(batch) * (m * p).max(p * n)
+    let da = if needs[0] { m * p } else { 0 };
+    let db = if needs[1] { p * n } else { 0 };
+    numel(batch) * da.max(db)
 }
 
 /// Whether the rule can hand input `i` only the per-example squared norms
