@@ -12,10 +12,10 @@
 use std::fmt::Write;
 
 use crate::ops::elementwise::codegen::{self, Layout};
-use crate::ops::elementwise::{Elementwise, ReadMode};
+use crate::ops::elementwise::{BinaryOp, Elementwise, ReadMode};
 
 /// Where one input's contribution goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Target {
     /// Into member `p`'s factor (members are numbered root first).
     Member(usize),
@@ -45,9 +45,8 @@ pub(crate) struct RegionRecipe {
     members: Vec<Member>,
     layout: Layout,
     outs: usize,
-    /// Every contribution the kernel sums, in order: (where it goes, the
-    /// WGSL term `d_p * f'`), member p's factor times its local derivative.
-    terms: Vec<(Target, String)>,
+    /// Every contribution the kernel sums, in order.
+    terms: Vec<Term>,
     /// Per output, an earlier output that receives exactly the same terms.
     aliases: Vec<Option<usize>>,
 }
@@ -55,15 +54,14 @@ pub(crate) struct RegionRecipe {
 impl RegionRecipe {
     pub fn new(members: Vec<Member>, saved: &[ReadMode], outs: usize) -> RegionRecipe {
         let layout = Layout::new(saved);
-        let terms = terms(&members, &layout);
-        let of = |o: usize| -> Vec<&String> {
-            terms
-                .iter()
-                .filter(|(t, _)| *t == Target::Out(o))
-                .map(|(_, term)| term)
+        let terms = terms(&members);
+        let of = |o: usize| -> Vec<(usize, usize)> {
+            (terms.iter())
+                .filter(|t| t.target == Target::Out(o))
+                .map(|t| (t.member, t.operand))
                 .collect()
         };
-        let lists: Vec<Vec<&String>> = (0..outs).map(of).collect();
+        let lists: Vec<Vec<(usize, usize)>> = (0..outs).map(of).collect();
         let aliases = (0..outs)
             .map(|o| (0..o).find(|&q| lists[q] == lists[o]))
             .collect();
@@ -74,11 +72,6 @@ impl RegionRecipe {
             terms,
             aliases,
         }
-    }
-
-    /// Whether the kernel's parameter block holds its reads and scalars.
-    pub fn fits_params(&self) -> bool {
-        self.layout.fits(self.members.len())
     }
 
     pub fn layout(&self) -> &Layout {
@@ -96,9 +89,9 @@ impl RegionRecipe {
     /// How many contributions meet another at the same member or output
     /// (each an accumulation kernel when unfused).
     pub fn meetings(&self) -> usize {
-        let mut targets: Vec<Target> = self.terms.iter().map(|(t, _)| *t).collect();
+        let mut targets: Vec<Target> = self.terms.iter().map(|t| t.target).collect();
         let all = targets.len();
-        targets.sort_by_key(|t| format!("{t:?}"));
+        targets.sort_unstable();
         targets.dedup();
         all - targets.len()
     }
@@ -159,13 +152,26 @@ fn fused_adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         for o in &primaries {
             let _ = writeln!(w, "    var e{o} = vec4(0.0);");
         }
-        for (target, term) in &self.terms {
-            let into = match *target {
+        // Member p's local derivatives, from its saved values.
+        let derivatives: Vec<Vec<String>> = (self.members.iter().enumerate())
+            .map(|(p, m)| {
+                let saved: Vec<String> = (0..2)
+                    .map(|i| match m.saved.get(i) {
+                        Some(j) => format!("s{j}"),
+                        None => "vec4(0.0)".to_string(),
+                    })
+                    .collect();
+                codegen::derivatives(m.op, &saved, &self.layout.scalar(p))
+            })
+            .collect();
+        for t in &self.terms {
+            let into = match t.target {
                 Target::Member(q) => format!("d{q}"),
                 Target::Out(o) if self.aliases[o].is_none() => format!("e{o}"),
                 _ => continue,
             };
-            let _ = writeln!(w, "    {into} += {term};");
+            let factor = &derivatives[t.member][t.operand];
+            let _ = writeln!(w, "    {into} += d{} * {factor};", t.member);
         }
         self.row_loop(&mut w, accumulate, &primaries);
         w
@@ -240,20 +246,29 @@ fn fused_adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-/// Every contribution a region's kernel sums, in order.
-fn terms(members: &[Member], layout: &Layout) -> Vec<(Target, String)> {
+/// One contribution a region's kernel sums: member `member`'s factor
+/// times its local derivative by operand `operand`, into `target`.
+#[derive(Clone, Debug, PartialEq)]
+struct Term {
+    target: Target,
+    member: usize,
+    operand: usize,
+}
+
+/// Every contribution a region's kernel sums, in order. d(a + b)/db is
+/// d(a + b)/da (both 1): one term, so that equal contributions are
+/// recognized (the outputs that share a buffer, `aliases`).
+fn terms(members: &[Member]) -> Vec<Term> {
     let mut terms = Vec::new();
     for (p, m) in members.iter().enumerate() {
-        let saved: Vec<String> = (0..2)
-            .map(|i| match m.saved.get(i) {
-                Some(j) => format!("s{j}"),
-                None => "vec4(0.0)".to_string(),
-            })
-            .collect();
-        let factors = codegen::derivatives(m.op, &saved, &layout.scalar(p));
-        for (target, factor) in m.targets.iter().zip(factors) {
+        let add = m.op == Elementwise::Binary(BinaryOp::Add);
+        for (i, target) in m.targets.iter().enumerate() {
             if *target != Target::Nothing {
-                terms.push((*target, format!("d{p} * {factor}")));
+                terms.push(Term {
+                    target: *target,
+                    member: p,
+                    operand: if add { 0 } else { i },
+                });
             }
         }
     }

@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 
-use crate::ops::elementwise::{BinaryOp, Elementwise, ReadMode};
+use crate::ops::elementwise::{Elementwise, ReadMode};
 use crate::runtime::device::Device;
 use crate::runtime::kernels::{Access, Kernel, Module, Params, Source, groups_for};
 use crate::runtime::pool::Storage;
@@ -72,8 +72,6 @@ pub(crate) fn value(op: Elementwise, args: &[String], scalar: &str) -> String {
 
 /// `op`'s partial derivatives, one per operand, from `saved` (the values
 /// its rule saves, in its `saves()` order; unused ones may be anything).
-/// d(a + b)/db is written as d(a + b)/da (both 1), so that equal
-/// contributions are recognized as such.
 pub(crate) fn derivatives(op: Elementwise, saved: &[String], scalar: &str) -> Vec<String> {
     match op {
         Elementwise::Unary(u) => {
@@ -81,12 +79,7 @@ pub(crate) fn derivatives(op: Elementwise, saved: &[String], scalar: &str) -> Ve
         }
         Elementwise::Binary(b) => {
             let call = |f: &str| format!("{f}({}u, {}, {})", b as u32, saved[0], saved[1]);
-            let da = call("binary_da");
-            let db = match b {
-                BinaryOp::Add => da.clone(),
-                _ => call("binary_db"),
-            };
-            vec![da, db]
+            vec![call("binary_da"), call("binary_db")]
         }
     }
 }
