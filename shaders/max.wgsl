@@ -1,7 +1,8 @@
 // Maximum along one axis. The input is viewed as [outer, D, inner]; x0 = D,
 // x1 = inner, n = outer * inner outputs (x2, x3: blocks, see `forward`). The forward also records the index
 // of the first maximal element (NaN counts as maximal, as in PyTorch), and
-// the adjoint routes each of the K cotangents to that element alone.
+// the adjoint routes each of the K cotangents to that element alone; the
+// tangent takes each of K tangents from it.
 
 @group(0) @binding(1) var<storage, read> src: array<f32>;          // x, or g [K, n]
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;    // max, or out [K, outer*D*inner]
@@ -85,5 +86,21 @@ fn adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let hit = arg_in[o] == d;
     for (var k = 0u; k < params.k; k++) {
         dst[k * total + j] = select(0.0, src[k * params.n + o], hit);
+    }
+}
+
+// The tangent of K directions: each maximum takes its maximal element's
+// tangent, out[k, o] = ẋ[k, (outer, argmax, inner) of o].
+@compute @workgroup_size(WG)
+fn tangent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = linear_id(wid, lid, nwg);
+    if (o >= params.n) { return; }
+    let d_len = params.x0;
+    let inner = params.x1;
+    let total = params.n * d_len;
+    let at = (o / inner) * d_len * inner + arg_in[o] * inner + o % inner;
+    for (var k = 0u; k < params.k; k++) {
+        dst[k * params.n + o] = src[k * total + at];
     }
 }

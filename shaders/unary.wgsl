@@ -1,7 +1,9 @@
 // Elementwise unary ops. Forward: y = f(x). Adjoint, for K cotangents in one
 // dispatch: out[k, i] = g[k, i] * f'(s[i]), where s is the value the rule
 // saved (x or y); each invocation reads s and computes f' once for its four
-// elements, then loops over k.
+// elements, then loops over k. The tangent of K directions is the same
+// kernel with g the tangent rows (ẏ = f'·ẋ). Second order: the curvature
+// term of the adjoint's tangent, out[k, i] = ẋ[k, i] * ȳ[i] * f''(s[i]).
 
 // The op of the `unary_*` entry points (ALIGNED and SYNC_ROWS: common.wgsl).
 // Names are prefixed so that this file composes with binary.wgsl into the
@@ -38,6 +40,7 @@ const CLAMP_MAX: u32 = 24u;
 @group(0) @binding(1) var<storage, read> unary_src: array<vec4<f32>>;        // x, or g [K, n]
 @group(0) @binding(2) var<storage, read_write> unary_dst: array<vec4<f32>>;  // y, or out [K, n]
 @group(0) @binding(3) var<storage, read> unary_saved: array<vec4<f32>>;      // x or y, as saved
+@group(0) @binding(4) var<storage, read> unary_ybar: array<vec4<f32>>;       // ȳ, one row (curvature)
 
 // tanh saturates to +-1 in f32 beyond |x| = 9; clamping keeps exp-based
 // implementations from computing inf/inf. Clamping would turn NaN into a
@@ -232,6 +235,48 @@ fn unary_d(op: u32, s: vec4<f32>, p: f32) -> vec4<f32> {
     }
 }
 
+// f'' from the saved value s (as unary_d), for the ops whose f'' is not 0
+// (neg, the scalar ops, relu, abs, leaky_relu and clamp are piecewise
+// linear: their rule adds no curvature term). From y: exp y; tanh
+// −2y(1 − y²); sigmoid y(1 − y)(1 − 2y); sqrt −1/(4y³); expm1 y + 1; rsqrt
+// ¾y⁵. From x: log −1/x²; sin −sin x; cos −cos x; square 2; powf
+// p(p − 1)x^(p−2); gelu φ(x)(2 − x²); gelu_tanh s²u′ + ½x·s²(u″ − 2t·u′²)
+// (t = tanh u, s² = 1 − t²); silu σ(1 − σ)(2 + x(1 − 2σ)); softplus σ(1 − σ);
+// log1p −1/(1 + x)²; elu αeˣ below 0, 0 above.
+fn unary_d2(op: u32, s: vec4<f32>, p: f32) -> vec4<f32> {
+    switch op {
+        case EXP: { return s; }
+        case LOG: { return -1.0 / (s * s); }
+        case SIN: { return -sin(s); }
+        case COS: { return -cos(s); }
+        case TANH: { return -2.0 * s * (1.0 - s * s); }
+        case SIGMOID: { return s * (1.0 - s) * (1.0 - 2.0 * s); }
+        case SQRT: { return -0.25 / (s * s * s); }
+        case SQUARE: { return vec4(2.0); }
+        case POWF: { return p * (p - 1.0) * powf_f(s, p - 2.0); }
+        case GELU: { return 0.39894228 * exp(-0.5 * s * s) * (2.0 - s * s); }
+        case GELU_TANH: {
+            let u = gelu_tanh_u(s);
+            let e = exp(-2.0 * abs(u));
+            let t = sign(u) * (1.0 - e) / (1.0 + e);
+            let sech2 = 4.0 * e / ((1.0 + e) * (1.0 + e));
+            let du = 0.79788456 * (1.0 + 0.134145 * s * s);
+            let ddu = 0.79788456 * 0.26829 * s;
+            return sech2 * du + 0.5 * s * sech2 * (ddu - 2.0 * t * du * du);
+        }
+        case SILU: {
+            let g = sigmoid_f(s);
+            return g * (1.0 - g) * (2.0 + s * (1.0 - 2.0 * g));
+        }
+        case SOFTPLUS: { let g = sigmoid_f(s); return g * (1.0 - g); }
+        case LOG1P: { return -1.0 / ((1.0 + s) * (1.0 + s)); }
+        case EXPM1: { return s + 1.0; }
+        case RSQRT: { return 0.75 * s * s * s * s * s; }
+        case ELU: { return select(select(p * exp(s), vec4(0.0), s > vec4(0.0)), s, is_nan4(s)); }
+        default: { return vec4(0.0); }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn unary_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -276,6 +321,37 @@ fn unary_adjoint_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     var d = vec4(0.0);
     if (live) {
         d = unary_d(UNARY_OP, unary_saved[t], params.scalar);
+    }
+    for (var k = 0u; k < params.k; k++) {
+        if (live) {
+            unary_adjoint_row(k, t, d);
+        }
+        row_sync(k, SYNC_ROWS);
+    }
+}
+
+// The curvature term of second order: out[k] = ẋ[k] * (ȳ f''(s)), the tangent
+// rows ẋ at binding 1, ȳ one row at binding 4.
+@compute @workgroup_size(WG)
+fn unary_curvature(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_id(wid, lid, nwg);
+    if (t * 4u >= params.n) { return; }
+    let d = unary_ybar[t] * unary_d2(UNARY_OP, unary_saved[t], params.scalar);
+    for (var k = 0u; k < params.k; k++) {
+        unary_adjoint_row(k, t, d);
+    }
+}
+
+// `unary_curvature` with a barrier every SYNC_ROWS rows (see row_sync).
+@compute @workgroup_size(WG)
+fn unary_curvature_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_id(wid, lid, nwg);
+    let live = t * 4u < params.n;
+    var d = vec4(0.0);
+    if (live) {
+        d = unary_ybar[t] * unary_d2(UNARY_OP, unary_saved[t], params.scalar);
     }
     for (var k = 0u; k < params.k; k++) {
         if (live) {

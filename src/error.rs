@@ -104,6 +104,31 @@ pub enum Error {
         /// naga's (or wgpu's) message, with the source line where known.
         message: String,
     },
+    /// A custom op lacks the rule a computation through it needs.
+    MissingRule {
+        /// The custom op's name.
+        op: String,
+        /// What needs the rule: forward mode (`jvp`) or second order (`hvp`).
+        needed_by: &'static str,
+        /// The [`crate::CustomOpBuilder`] call that provides it.
+        builder: &'static str,
+    },
+    /// A tangent (or a direction) whose shape is not the one its input needs.
+    TangentShape {
+        /// Position of the tangent (and its input) in the call.
+        index: usize,
+        /// The input's shape, with the leading K for the batched calls.
+        expected: Vec<usize>,
+        /// The tangent's shape.
+        got: Vec<usize>,
+    },
+    /// A different number of tangents (or directions) than inputs.
+    TangentCount {
+        /// Inputs given.
+        inputs: usize,
+        /// Tangents given.
+        tangents: usize,
+    },
     /// The GPU device was lost (driver reset, unplugged, destroyed).
     DeviceLost(String),
     /// The GPU ran out of memory or reported an error for an operation.
@@ -194,6 +219,30 @@ impl fmt::Display for Error {
                  need every value to keep example b in row b of axis 0 from the data to the \
                  loss; compute this part per example, or use vjp_batched with one-hot \
                  cotangents (one row per example)"
+            ),
+            Error::MissingRule {
+                op,
+                needed_by,
+                builder,
+            } => write!(
+                f,
+                "custom op `{op}` has no rule for {needed_by}; declare one with \
+                 CustomOpBuilder::{builder} (see pullback::CustomOp)"
+            ),
+            Error::TangentShape {
+                index,
+                expected,
+                got,
+            } => write!(
+                f,
+                "tangent {index} has shape {got:?} but its input needs {expected:?} (for \
+                 jvp_batched and hvp_batched: [K, *input.shape], K directions stacked on a \
+                 leading axis)"
+            ),
+            Error::TangentCount { inputs, tangents } => write!(
+                f,
+                "{tangents} tangents given for {inputs} inputs; pass exactly one per input, \
+                 shaped like it"
             ),
             Error::DeviceLost(msg) => write!(
                 f,

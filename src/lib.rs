@@ -70,8 +70,11 @@ mod tape;
 
 mod autodiff;
 
+pub use autodiff::gauss_newton::{Curvature, gnvp_batched};
 pub use autodiff::gradcheck::{GradcheckEntry, GradcheckOptions, GradcheckReport, gradcheck};
-pub use autodiff::jacobian::{JacobianOptions, jacobian, jacobian_with};
+pub use autodiff::hessian::{hvp, hvp_batched};
+pub use autodiff::jacobian::{JacobianMode, JacobianOptions, jacobian, jacobian_with};
+pub use autodiff::jvp::{jvp, jvp_batched};
 pub use autodiff::per_example::{per_example_grad_norms, per_example_grads};
 pub use autodiff::vjp::{plan_peak_bytes, vjp, vjp_batched};
 pub use error::{Error, Result};

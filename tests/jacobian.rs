@@ -117,6 +117,7 @@ fn explicit_chunks_give_the_same_jacobian() {
         let before = d.stats().submits;
         let opts = JacobianOptions {
             chunk_rows: Some(rows),
+            ..Default::default()
         };
         let j = ok(pullback::jacobian_with(&y, &x, opts));
         let passes = d.stats().submits - before;
@@ -129,6 +130,7 @@ fn explicit_chunks_give_the_same_jacobian() {
             &x,
             JacobianOptions {
                 chunk_rows: Some(0),
+                ..Default::default()
             },
         ),
         &["chunk_rows"],

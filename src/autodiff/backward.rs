@@ -37,6 +37,7 @@ impl Tensor {
             outputs: &outputs,
             cotangents: Some((&cotangents, &expected)),
             wrt: Wrt::Leaves,
+            tangents: None,
         })?
         else {
             return Ok(());

@@ -1,27 +1,29 @@
 //! One pass from its seeds ([`Pass::run`], the one way every traversal
-//! executes a plan), and passes over many cotangent rows split into chunks
-//! where one pass would exceed the memory budget or a `[K, …]` buffer the
-//! adapter's limits ([`Pass::chunked`]); `vjp.rs`, `jacobian.rs`,
-//! `backward.rs` and `per_example/` drive them.
+//! executes a plan: reverse, forward or second order), and passes over
+//! many rows (cotangents, tangents, directions) split into chunks where one
+//! pass would exceed the memory budget or a `[K, …]` buffer the adapter's
+//! limits ([`Pass::chunked`]); `vjp.rs`, `jvp.rs`, `jacobian.rs`,
+//! `hessian.rs`, `backward.rs` and `per_example/` drive them.
 //!
 //! Whether all K rows fit one pass is read off the plan where no budget is
 //! set ([`Pass::fits_whole`]): no dry run. A chunk is a pass over rows
-//! `start..start + c` of the K cotangents with one submit; its gradient
-//! rows are copied on the device into the result, which is allocated once
-//! (and is not counted against the budget). Every kernel computes a row
-//! the same way whatever the number of rows, so a chunked result equals
-//! the unchunked one bit for bit.
+//! `start..start + c` of the K seeds with one submit; its result rows are
+//! copied on the device into the result, which is allocated once (and is
+//! not counted against the budget). Every kernel computes a row the same
+//! way whatever the number of rows, so a chunked result equals the
+//! unchunked one bit for bit.
 
 use std::sync::{Arc, OnceLock};
 
 use crate::autodiff::fusion::{self, Regions};
-use crate::autodiff::plan::Plan;
+use crate::autodiff::plan::{Plan, Sweep};
 use crate::autodiff::scheduler;
 use crate::error::{Error, Result};
 use crate::ops::fill;
 use crate::runtime::device::Device;
 use crate::runtime::pool::Storage;
 use crate::shape::numel;
+use crate::tape::graph::Node;
 
 /// Where a pass's seed cotangents come from.
 #[derive(Clone, Copy)]
@@ -39,28 +41,35 @@ pub(crate) enum Seeds<'a> {
     Ones,
 }
 
-/// A plan to execute on a device, and its fused regions, found once for
-/// all its chunks and dry runs.
+/// A plan to execute on a device in one direction, and its fused regions,
+/// found once for all its chunks and dry runs.
 pub(crate) struct Pass<'a> {
     pub dev: &'a Device,
     pub plan: &'a Plan,
+    sweep: Sweep,
     regions: OnceLock<Regions>,
 }
 
 impl<'a> Pass<'a> {
+    /// A reverse-mode pass.
     pub fn new(dev: &'a Device, plan: &'a Plan) -> Pass<'a> {
+        Pass::sweeping(dev, plan, Sweep::Reverse)
+    }
+
+    pub fn sweeping(dev: &'a Device, plan: &'a Plan, sweep: Sweep) -> Pass<'a> {
         Pass {
             dev,
             plan,
+            sweep,
             regions: OnceLock::new(),
         }
     }
 
     /// The regions of the plan that run as one fused kernel (none when
-    /// fused adjoints are off).
+    /// fused adjoints are off, or in the sweeps that do not fuse).
     fn regions(&self) -> &Regions {
         self.regions.get_or_init(|| {
-            if !self.dev.fused_adjoints() {
+            if !self.dev.fused_adjoints() || self.sweep != Sweep::Reverse {
                 return Regions::default();
             }
             let roots = self.plan.roots.iter().map(|n| n.key()).collect();
@@ -68,12 +77,30 @@ impl<'a> Pass<'a> {
         })
     }
 
+    /// The nodes the seeds are given for: the roots in reverse mode (their
+    /// cotangents), the wanted nodes otherwise (their tangents).
+    fn seeded(&self) -> &[Arc<Node>] {
+        match self.sweep {
+            Sweep::Reverse => &self.plan.roots,
+            Sweep::Forward | Sweep::SecondOrder => &self.plan.wanted,
+        }
+    }
+
+    /// The nodes the pass returns results for: the wanted nodes, or the
+    /// roots in forward mode (their tangents).
+    pub fn results(&self) -> &[Arc<Node>] {
+        match self.sweep {
+            Sweep::Reverse | Sweep::SecondOrder => &self.plan.wanted,
+            Sweep::Forward => &self.plan.roots,
+        }
+    }
+
     /// One pass over `k` rows on `dev` (the real device or a dry run):
-    /// seeds, sweep, and per wanted node its cotangent (None: unreached).
+    /// seeds, sweep, and per result node what reached it (None: nothing).
     /// Records into the pending encoder; submits nothing.
     pub fn run(&self, dev: &Device, k: usize, seeds: Seeds) -> Result<Vec<Option<Arc<Storage>>>> {
-        let mut list = Vec::with_capacity(self.plan.roots.len());
-        for (i, node) in self.plan.roots.iter().enumerate() {
+        let mut list = Vec::with_capacity(self.seeded().len());
+        for (i, node) in self.seeded().iter().enumerate() {
             let rows = self.plan.rows(node, k);
             let n = numel(&node.shape);
             let v = match seeds {
@@ -88,14 +115,14 @@ impl<'a> Pass<'a> {
             };
             list.push((node.clone(), v));
         }
-        scheduler::execute(dev, self.plan, self.regions(), k, list)
+        scheduler::execute(dev, self.plan, self.regions(), self.sweep, k, list)
     }
 
     /// [`Pass::run`] with zeros for unreached nodes: all K rows in one pass.
     pub fn whole(&self, dev: &Device, k: usize, seeds: Seeds) -> Result<Vec<Arc<Storage>>> {
         let reached = self.run(dev, k, seeds)?;
         let mut out = Vec::with_capacity(reached.len());
-        for (g, node) in reached.into_iter().zip(&self.plan.wanted) {
+        for (g, node) in reached.into_iter().zip(self.results()) {
             out.push(match g {
                 Some(g) => g,
                 None => Arc::new(fill::fill(dev, self.plan.cotangent_len(node, k), 0.0)?),
@@ -167,8 +194,8 @@ impl<'a> Pass<'a> {
     }
 
     /// All K rows, chunked by `chunk` rows (None: the largest that fits),
-    /// seeded per chunk by `seeds(start)`. Returns per wanted node its
-    /// `[K·rows, …]` gradient. Submits once per chunk.
+    /// seeded per chunk by `seeds(start)`. Returns per result node its
+    /// `[K·rows, …]` result. Submits once per chunk.
     pub fn chunked<'s>(
         &self,
         k: usize,
@@ -180,8 +207,8 @@ impl<'a> Pass<'a> {
             None => self.chunk_rows(k, seeds(0))?,
         };
         let dev = self.dev;
-        let mut results = Vec::with_capacity(self.plan.wanted.len());
-        for node in &self.plan.wanted {
+        let mut results = Vec::with_capacity(self.results().len());
+        for node in self.results() {
             let r = dev.alloc_large("gradient", k * numel(&node.shape))?;
             dev.clear(&r);
             results.push(r);
@@ -189,7 +216,7 @@ impl<'a> Pass<'a> {
         for start in (0..k).step_by(c) {
             let rows = c.min(k - start);
             let grads = self.run(dev, rows, seeds(start))?;
-            for ((g, r), node) in grads.iter().zip(&results).zip(&self.plan.wanted) {
+            for ((g, r), node) in grads.iter().zip(&results).zip(self.results()) {
                 if let Some(g) = g {
                     let n = numel(&node.shape);
                     dev.copy(g, 0, r, start * n, rows * n);

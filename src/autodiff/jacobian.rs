@@ -1,25 +1,51 @@
-//! Jacobians in reverse mode: `jacobian` and `jacobian_with`, a batched
-//! VJP of the identity rows (one per element of the output), written on the
-//! device and chunked to the memory budget (`chunk.rs`).
+//! Jacobians, in either mode: reverse, a batched VJP of the identity rows
+//! (one per element of the output), or forward, a batched JVP of the
+//! identity tangents (one per element of the input), the identity written
+//! on the device and chunked to the memory budget (`chunk.rs`). `Auto`
+//! takes the mode with fewer rows.
+
+use std::sync::Arc;
 
 use crate::autodiff::chunk::{Pass, Seeds};
+use crate::autodiff::plan::Sweep;
 use crate::autodiff::request::{Args, Request, Wrt};
 use crate::error::{Result, invalid};
+use crate::ops::layout::{View, gather};
+use crate::runtime::device::Device;
+use crate::runtime::pool::Storage;
 use crate::shape::MAX_RANK;
 use crate::tape::tensor::Tensor;
+
+/// How [`jacobian_with`] takes the Jacobian of y by x.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JacobianMode {
+    /// Forward mode when x has fewer elements than y (a tall Jacobian),
+    /// reverse mode otherwise.
+    #[default]
+    Auto,
+    /// A row per element of y: a batched VJP of the identity cotangents.
+    Reverse,
+    /// A column per element of x: a batched JVP of the identity tangents.
+    Forward,
+}
 
 /// Options for [`jacobian_with`].
 #[derive(Clone, Debug, Default)]
 pub struct JacobianOptions {
-    /// Cotangent rows per pass. `None` (the default): as many as fit the
-    /// device's memory budget and the adapter's buffer limits.
+    /// Identity rows per pass (cotangents in reverse mode, tangents in
+    /// forward mode). `None` (the default): as many as fit the device's
+    /// memory budget and the adapter's buffer limits.
     pub chunk_rows: Option<usize>,
+    /// Reverse or forward mode (default: the one with fewer rows).
+    pub mode: JacobianMode,
 }
 
 /// The Jacobian of `y` with respect to `x`, shape `[*y.shape, *x.shape]`:
-/// `∂y[i]/∂x[j]` at `[i, j]`. Computed as a batched VJP of the identity
-/// cotangents (reverse mode, one row per element of `y`), chunked to the
-/// memory budget; the identity rows of each chunk are written on the device.
+/// `∂y[i]/∂x[j]` at `[i, j]`. Computed by identity rows in the mode that
+/// needs fewer of them ([`JacobianMode::Auto`]): cotangents through a
+/// batched VJP (one per element of y), or tangents through a batched JVP
+/// (one per element of x), chunked to the memory budget; the identity rows
+/// of each chunk are written on the device.
 pub fn jacobian(y: &Tensor, x: &Tensor) -> Result<Tensor> {
     jacobian_with(y, x, JacobianOptions::default())
 }
@@ -52,27 +78,53 @@ pub fn jacobian_with(y: &Tensor, x: &Tensor, options: JacobianOptions) -> Result
             role: "input",
             call: "vjp",
         },
+        tangents: None,
     })?
     else {
         return Err(invalid("jacobian", "there is nothing to differentiate"));
     };
-    let m = y.numel();
-    let pass = Pass::new(req.dev, &req.plan);
+    let (m, n) = (y.numel(), x.numel());
+    let forward = match options.mode {
+        JacobianMode::Auto => n < m,
+        JacobianMode::Reverse => false,
+        JacobianMode::Forward => true,
+    };
+    let (sweep, rows) = match forward {
+        true => (Sweep::Forward, n),
+        false => (Sweep::Reverse, m),
+    };
+    let pass = Pass::sweeping(req.dev, &req.plan, sweep);
     // A y that depends on nothing tracked gets all zeros from one pass.
     let whole = req.plan.roots.is_empty()
         || match options.chunk_rows {
-            Some(c) => c >= m,
-            None => pass.fits_whole(m, Seeds::Identity(0)),
+            Some(c) => c >= rows,
+            None => pass.fits_whole(rows, Seeds::Identity(0)),
         };
-    let grads = if whole {
-        let g = pass.whole(req.dev, m, Seeds::Identity(0))?;
+    let results = if whole {
+        let r = pass.whole(req.dev, rows, Seeds::Identity(0))?;
         req.dev.flush()?;
-        g
+        r
     } else {
-        pass.chunked(m, options.chunk_rows, Seeds::Identity)?
+        pass.chunked(rows, options.chunk_rows, Seeds::Identity)?
     };
-    let Some(data) = grads.into_iter().next() else {
-        return Err(invalid("jacobian", "the pass returned no gradient"));
+    let Some(data) = results.into_iter().next() else {
+        return Err(invalid("jacobian", "the pass returned no derivative"));
+    };
+    // Forward mode made the columns, [n, m]: the Jacobian is its transpose.
+    let data = match forward {
+        true => Arc::new(transpose(req.dev, &data, n, m)?),
+        false => data,
     };
     Ok(Tensor::from_storage(req.dev, data, shape))
+}
+
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
+fn transpose(dev: &Device, src: &Storage, rows: usize, cols: usize) -> Result<Storage> {
+    let view = View {
+        shape: &[cols, rows],
+        strides: &[1, cols],
+        offset: 0,
+        row: rows * cols,
+    };
+    gather(dev, src, 1, &view, 1.0)
 }

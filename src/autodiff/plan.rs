@@ -21,6 +21,22 @@ use crate::runtime::device::Device;
 use crate::shape::numel;
 use crate::tape::graph::{Node, NodeKind};
 
+/// How a pass traverses its plan: every traversal is a mode of the one
+/// plan, whose steps run between the roots (outputs) and the wanted nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sweep {
+    /// Reverse mode: cotangents from the roots down; results at the wanted
+    /// nodes (`vjp`, `backward`, Jacobians by rows).
+    Reverse,
+    /// Forward mode: tangents from the wanted nodes up; results at the
+    /// roots (`jvp`, Jacobians by columns).
+    Forward,
+    /// Second order, forward over reverse: tangents up, then each node's
+    /// adjoint and the adjoint's tangent down; results (H·v) at the wanted
+    /// nodes (`hvp`).
+    SecondOrder,
+}
+
 /// Which nodes' cotangents a pass returns.
 pub(crate) enum Wanted {
     /// Every leaf reached (`backward`).
@@ -93,12 +109,13 @@ impl Plan {
     }
 
     /// Cotangent rows of `node` in a pass over K cotangents.
-    pub fn rows(&self, node: &Arc<Node>, k: usize) -> usize {
+    pub fn rows(&self, node: &Node, k: usize) -> usize {
         self.fixed_rows.get(&node.key()).copied().unwrap_or(k)
     }
 
-    /// Values in `node`'s cotangent, `[rows, *shape]`, in a pass over K.
-    pub fn cotangent_len(&self, node: &Arc<Node>, k: usize) -> usize {
+    /// Values in `node`'s cotangent (or tangent), `[rows, *shape]`, in a
+    /// pass over K.
+    pub fn cotangent_len(&self, node: &Node, k: usize) -> usize {
         self.rows(node, k) * numel(&node.shape)
     }
 

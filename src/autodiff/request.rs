@@ -1,7 +1,8 @@
 //! The one argument check of every pass (`backward`, `vjp`, `vjp_batched`,
-//! `jacobian`, `plan_peak_bytes`, per-example gradients): one device, still
-//! alive; one cotangent per output, each of the shape its output needs;
-//! tracked tensors where gradients are asked for. Then the plan.
+//! `jacobian`, `plan_peak_bytes`, per-example gradients, `jvp`,
+//! `jvp_batched`, `hvp`, `hvp_batched`): one device, still alive; one
+//! cotangent per output or one tangent per input, each of the shape it
+//! needs; tracked tensors where derivatives are asked for. Then the plan.
 
 use std::sync::Arc;
 
@@ -35,10 +36,14 @@ pub(crate) struct Args<'a> {
     /// where the pass makes its own seeds (Jacobians, per-example passes).
     pub cotangents: Option<(&'a [&'a Tensor], Expected<'a>)>,
     pub wrt: Wrt<'a>,
+    /// The tangents (directions), one per tensor of `wrt`, and the shape
+    /// each must have: forward mode and second order.
+    pub tangents: Option<(&'a [&'a Tensor], Expected<'a>)>,
 }
 
 /// A checked pass: its device, its plan (rooted at the tracked outputs),
-/// and the caller's cotangents of those outputs, when given.
+/// and the caller's seeds: cotangents of those outputs, or tangents of
+/// the `wrt` tensors.
 pub(crate) struct Request<'a> {
     pub dev: &'a Device,
     pub plan: Plan,
@@ -53,6 +58,7 @@ impl<'a> Request<'a> {
             outputs,
             cotangents,
             wrt,
+            tangents,
         } = args;
         if let Some((v, _)) = cotangents
             && v.len() != outputs.len()
@@ -66,12 +72,21 @@ impl<'a> Request<'a> {
             Wrt::Leaves => &[],
             Wrt::Tensors { tensors, .. } => tensors,
         };
+        if let Some((t, _)) = tangents
+            && t.len() != asked.len()
+        {
+            return Err(Error::TangentCount {
+                inputs: asked.len(),
+                tangents: t.len(),
+            });
+        }
         let Some(first) = outputs.first().or(asked.first()) else {
             return Ok(None);
         };
         let dev = first.device();
         let given = cotangents.map_or(&[][..], |(v, _)| v);
-        for t in outputs.iter().chain(given).chain(asked) {
+        let directions = tangents.map_or(&[][..], |(t, _)| t);
+        for t in outputs.iter().chain(given).chain(asked).chain(directions) {
             dev.check_same(t.device())?;
         }
         dev.check_alive()?;
@@ -123,6 +138,19 @@ impl<'a> Request<'a> {
                 Wanted::Nodes(wanted)
             }
         };
+        if let Some((t, expected_shape)) = tangents {
+            for (index, (x, t)) in asked.iter().zip(t).enumerate() {
+                let expected = expected_shape(x);
+                if t.shape() != expected.as_slice() {
+                    return Err(Error::TangentShape {
+                        index,
+                        expected,
+                        got: t.shape().to_vec(),
+                    });
+                }
+                seeds.push(t.inner.data.clone());
+            }
+        }
         Ok(Some(Request {
             dev,
             plan: Plan::new(&roots, wanted),

@@ -1,10 +1,13 @@
-//! Executes a [`Plan`]: one sweep over its steps for K cotangents at once.
-//! A node's cotangent is complete once all its consumers are done (the
-//! plan orders every consumer first). Its rule returns one contribution per
-//! input the plan asks for; only this module accumulates them (in place
-//! when it holds the only reference, otherwise into a new buffer). A
-//! cotangent buffer goes back to the pool right after its rule has been
-//! encoded.
+//! Executes a [`Plan`]: one sweep over its steps for K rows at once, in
+//! the direction the pass asks for ([`Sweep`]): reverse mode here,
+//! forward mode in `forward.rs`, second order in `second_order.rs`.
+//!
+//! In reverse mode a node's cotangent is complete once all its consumers
+//! are done (the plan orders every consumer first). Its rule returns one
+//! contribution per input the plan asks for; only the sweep adds them up
+//! (`sums.rs`: in place when it holds the only reference, otherwise into a
+//! new buffer). A cotangent buffer goes back to the pool right after its
+//! rule has been encoded.
 //!
 //! Every dispatch lands in the device's pending encoder; the caller submits
 //! once at the end of the pass. Cotangents are `[rows, *shape]` throughout
@@ -20,34 +23,58 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::autodiff::forward;
 use crate::autodiff::fusion::Regions;
 use crate::autodiff::fusion::launch::{self, Launch};
-use crate::autodiff::plan::Plan;
+use crate::autodiff::plan::{Plan, Sweep};
+use crate::autodiff::second_order;
+use crate::autodiff::sums::Sums;
 use crate::error::Result;
-use crate::ops::{VjpCtx, accumulate};
+use crate::ops::VjpCtx;
 use crate::runtime::device::Device;
 use crate::runtime::pool::Storage;
 use crate::tape::graph::{Node, NodeKind};
 
+/// Runs `plan` as `sweep` over `k` rows from `seeds` (a node and its
+/// `[rows, *shape]` seed: cotangents of the roots in reverse mode, tangents
+/// of the wanted nodes otherwise), with the plan's fused `regions`, and
+/// returns per result node (the wanted nodes, or the roots in forward
+/// mode) what reached it, or None where nothing does.
+pub(crate) fn execute(
+    dev: &Device,
+    plan: &Plan,
+    regions: &Regions,
+    sweep: Sweep,
+    k: usize,
+    seeds: Vec<(Arc<Node>, Arc<Storage>)>,
+) -> Result<Vec<Option<Arc<Storage>>>> {
+    match sweep {
+        Sweep::Reverse => reverse(dev, plan, regions, k, seeds),
+        Sweep::Forward => forward::roots(dev, plan, k, seeds),
+        Sweep::SecondOrder => second_order::sweep(dev, plan, k, seeds),
+    }
+}
+
+/// Reverse mode: cotangents from the roots down to the wanted nodes.
 /// Runs `plan` from `seeds` (output node, its `[rows, *shape]` cotangent),
 /// with the plan's fused `regions`, and returns, for each of the plan's
 /// wanted nodes, its cotangent, or None where no cotangent reaches it.
-pub(crate) fn execute(
+fn reverse(
     dev: &Device,
     plan: &Plan,
     regions: &Regions,
     k: usize,
     seeds: Vec<(Arc<Node>, Arc<Storage>)>,
 ) -> Result<Vec<Option<Arc<Storage>>>> {
-    let mut cotangents: HashMap<usize, Arc<Storage>> = HashMap::new();
+    let mut cotangents = Sums::default();
     let len = |node: &Arc<Node>| plan.cotangent_len(node, k);
     for (node, v) in seeds {
-        accumulate(dev, &mut cotangents, node.key(), v, len(&node))?;
+        cotangents.add(dev, node.key(), v, len(&node))?;
     }
     let mut reached: HashMap<usize, Arc<Storage>> = HashMap::new();
     for step in &plan.steps {
         let node = &step.node;
-        let Some(g) = cotangents.remove(&node.key()) else {
+        let Some(g) = cotangents.take(node.key()) else {
             continue;
         };
         if step.wanted {
@@ -66,7 +93,7 @@ pub(crate) fn execute(
                 .enumerate()
                 .map(|(o, (e, s))| {
                     let in_place = *s == node.shape && region.recipe.may_accumulate(o);
-                    in_place.then(|| take_unique(&mut cotangents, e.key()))?
+                    in_place.then(|| cotangents.take_unique(e.key()))?
                 })
                 .collect::<Vec<_>>();
             let handed: Vec<bool> = accumulators.iter().map(Option::is_some).collect();
@@ -83,9 +110,9 @@ pub(crate) fn execute(
             let outs = launch::run(&launch, accumulators)?;
             for ((e, out), in_place) in region.externals.iter().zip(outs).zip(handed) {
                 if in_place {
-                    cotangents.insert(e.key(), out);
+                    cotangents.put(e.key(), out);
                 } else {
-                    accumulate(dev, &mut cotangents, e.key(), out, len(e))?;
+                    cotangents.add(dev, e.key(), out, len(e))?;
                 }
             }
             continue;
@@ -107,7 +134,7 @@ pub(crate) fn execute(
         let contributions = op.vjp(&cx)?;
         for ((input, need), contribution) in inputs.iter().zip(&step.needs).zip(contributions) {
             if let (true, Some(m), Some(c)) = (*need, &input.node, contribution) {
-                accumulate(dev, &mut cotangents, m.key(), c, len(m))?;
+                cotangents.add(dev, m.key(), c, len(m))?;
             }
         }
         // `g` drops here: its buffer returns to the pool unless a result or
@@ -118,38 +145,4 @@ pub(crate) fn execute(
         .iter()
         .map(|n| reached.get(&n.key()).cloned())
         .collect())
-}
-
-/// The cotangent of node `key` so far, when only this sweep holds it (so a
-/// kernel may add to it in place); otherwise it stays where it is.
-fn take_unique(cotangents: &mut HashMap<usize, Arc<Storage>>, key: usize) -> Option<Arc<Storage>> {
-    let mut acc = cotangents.remove(&key)?;
-    if Arc::get_mut(&mut acc).is_some() {
-        return Some(acc);
-    }
-    cotangents.insert(key, acc);
-    None
-}
-
-/// Adds contribution `c` (`len` values) to the cotangent of node `key`.
-fn accumulate(
-    dev: &Device,
-    cotangents: &mut HashMap<usize, Arc<Storage>>,
-    key: usize,
-    c: Arc<Storage>,
-    len: usize,
-) -> Result<()> {
-    let sum = match cotangents.remove(&key) {
-        None => c,
-        Some(mut acc) => {
-            if Arc::get_mut(&mut acc).is_some() {
-                accumulate::add_into(dev, &acc, &c, len);
-                acc
-            } else {
-                Arc::new(accumulate::add(dev, &acc, &c, len)?)
-            }
-        }
-    };
-    cotangents.insert(key, sum);
-    Ok(())
 }

@@ -100,6 +100,7 @@ fn request<'a>(
             role: "input",
             call: "vjp",
         },
+        tangents: None,
     })
 }
 

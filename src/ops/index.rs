@@ -1,15 +1,18 @@
 //! `index_select` (`shaders/index.wgsl`): picks slices along an axis. Its
 //! adjoint is a scatter-add, done without atomics as a gather over the
 //! inverse index (built on the host), so repeated indices sum exactly and
-//! deterministically.
+//! deterministically. Its tangent is the same selection of the tangent
+//! rows.
 
 use std::sync::Arc;
 
 use crate::error::{Result, invalid};
 use crate::ops::layout::check_axis;
 use crate::ops::shaders::INDEX;
-use crate::ops::{Contributions, Op, VjpCtx};
+use crate::ops::{Contributions, JvpCtx, Op, VjpCtx};
+use crate::runtime::device::Device;
 use crate::runtime::kernels::{Access, Kernel, Params, groups_for};
+use crate::runtime::pool::Storage;
 use crate::shape::numel;
 use crate::tape::record::{check_operands, record};
 use crate::tape::tensor::Tensor;
@@ -81,6 +84,43 @@ pub(crate) fn vjp(cx: &VjpCtx, axis: usize, indices: &[u32]) -> Result<Contribut
     Ok(vec![Some(Arc::new(out))])
 }
 
+/// The slices `indices[j]` along `axis` of each of `rows` rows of
+/// `[*shape]` values (the rows are one more outer axis to the kernel).
+fn select(
+    dev: &Device,
+    src: &Storage,
+    rows: usize,
+    shape: &[usize],
+    axis: usize,
+    indices: &[u32],
+) -> Result<Storage> {
+    let with_rows = [&[rows][..], shape].concat();
+    let mut out_shape = shape.to_vec();
+    out_shape[axis] = indices.len();
+    let n = rows * numel(&out_shape);
+    let idx = dev.upload(
+        "index_select indices",
+        if indices.is_empty() { &[0] } else { indices },
+    )?;
+    let out = dev.alloc("index_select output", n)?;
+    let params = params(&with_rows, axis + 1, indices.len(), n, 1);
+    dev.dispatch(
+        &FORWARD,
+        &[],
+        &params,
+        &[src, &out, &idx],
+        groups_for(n as u64),
+    );
+    Ok(out)
+}
+
+/// The same slices of each of the K tangent rows.
+pub(crate) fn jvp(cx: &JvpCtx, axis: usize, indices: &[u32]) -> Result<Arc<Storage>> {
+    let in_shape = &cx.inputs[0].shape;
+    let out = select(cx.dev, cx.only()?, cx.k, in_shape, axis, indices)?;
+    Ok(Arc::new(out))
+}
+
 impl Tensor {
     /// The slices `indices[j]` along `axis`, in that order (repeats allowed).
     pub fn index_select(&self, axis: usize, indices: &[u32]) -> Result<Tensor> {
@@ -96,20 +136,7 @@ impl Tensor {
         let dev = self.device();
         let mut shape = self.shape().to_vec();
         shape[axis] = indices.len();
-        let n = numel(&shape);
-        let idx = dev.upload(
-            "index_select indices",
-            if indices.is_empty() { &[0] } else { indices },
-        )?;
-        let out = dev.alloc("index_select output", n)?;
-        let params = params(self.shape(), axis, indices.len(), n, 1);
-        dev.dispatch(
-            &FORWARD,
-            &[],
-            &params,
-            &[&self.inner.data, &out, &idx],
-            groups_for(n as u64),
-        );
+        let out = select(dev, &self.inner.data, 1, self.shape(), axis, indices)?;
         let op = Op::IndexSelect {
             axis,
             indices: indices.into(),

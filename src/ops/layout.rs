@@ -1,12 +1,13 @@
 //! Ops that only move values (`shaders/layout.wgsl`), each the adjoint of
 //! another: reshape ↔ reshape (no copy at all), permute ↔ inverse permute,
-//! broadcast_to ↔ sum, narrow ↔ pad with zeros, concat ↔ narrow.
+//! broadcast_to ↔ sum, narrow ↔ pad with zeros, concat ↔ narrow. Being
+//! linear, each one's tangent is itself applied to the K tangent rows.
 
 use std::sync::Arc;
 
 use crate::error::{Error, Result, invalid};
 use crate::ops::shaders::LAYOUT;
-use crate::ops::{Contributions, Op, VjpCtx, fill, reduce};
+use crate::ops::{Contributions, JvpCtx, Op, VjpCtx, fill, reduce};
 use crate::runtime::device::Device;
 use crate::runtime::kernels::{Access, Params, RowKernel, flag, groups_for};
 use crate::runtime::pool::Storage;
@@ -156,6 +157,86 @@ pub(crate) fn vjp_concat(cx: &VjpCtx, axis: usize) -> Result<Contributions> {
     Ok(contributions)
 }
 
+/// `[K, *to]`: K rows of `[*from]` values broadcast to `to`.
+pub(crate) fn broadcast_rows(
+    dev: &Device,
+    src: &Storage,
+    k: usize,
+    from: &[usize],
+    to: &[usize],
+) -> Result<Storage> {
+    let strides = broadcast_strides(from, to);
+    let view = View {
+        shape: to,
+        strides: &strides,
+        offset: 0,
+        row: numel(from),
+    };
+    gather(dev, src, k, &view, 1.0)
+}
+
+/// The shape and strides of a permutation's view of `shape`.
+fn permuted(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let strides = contiguous_strides(shape);
+    perm.iter().map(|&p| (shape[p], strides[p])).unzip()
+}
+
+/// Tangents of the layout ops: the op itself on each of the K rows.
+pub(crate) fn jvp_permute(cx: &JvpCtx, perm: &[usize]) -> Result<Arc<Storage>> {
+    let in_shape = &cx.inputs[0].shape;
+    let (shape, strides) = permuted(in_shape, perm);
+    let view = View {
+        shape: &shape,
+        strides: &strides,
+        offset: 0,
+        row: numel(in_shape),
+    };
+    Ok(Arc::new(gather(cx.dev, cx.only()?, cx.k, &view, 1.0)?))
+}
+
+pub(crate) fn jvp_broadcast(cx: &JvpCtx) -> Result<Arc<Storage>> {
+    let from = &cx.inputs[0].shape;
+    let rows = broadcast_rows(cx.dev, cx.only()?, cx.k, from, cx.out_shape)?;
+    Ok(Arc::new(rows))
+}
+
+pub(crate) fn jvp_narrow(cx: &JvpCtx, axis: usize, start: usize) -> Result<Arc<Storage>> {
+    let in_shape = &cx.inputs[0].shape;
+    let strides = contiguous_strides(in_shape);
+    let view = View {
+        shape: cx.out_shape,
+        strides: &strides,
+        offset: start * strides[axis],
+        row: numel(in_shape),
+    };
+    Ok(Arc::new(gather(cx.dev, cx.only()?, cx.k, &view, 1.0)?))
+}
+
+/// Each input's K tangent rows into their place along `axis`; zeros where
+/// an input has none.
+pub(crate) fn jvp_concat(cx: &JvpCtx, axis: usize) -> Result<Arc<Storage>> {
+    let len = cx.k * numel(cx.out_shape);
+    let out = match cx.tangents.iter().all(Option::is_some) {
+        true => cx.dev.alloc("concat tangent", len)?,
+        false => fill::fill(cx.dev, len, 0.0)?,
+    };
+    let strides = contiguous_strides(cx.out_shape);
+    let mut start = 0;
+    for (input, t) in cx.inputs.iter().zip(cx.tangents) {
+        if let Some(t) = t {
+            let view = View {
+                shape: &input.shape,
+                strides: &strides,
+                offset: start * strides[axis],
+                row: numel(cx.out_shape),
+            };
+            scatter(cx.dev, t, cx.k, &out, &view);
+        }
+        start += input.shape[axis];
+    }
+    Ok(Arc::new(out))
+}
+
 /// Joins tensors of equal shape except along `axis` (PyTorch's `cat`).
 pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
     let Some(first) = tensors.first() else {
@@ -254,9 +335,7 @@ impl Tensor {
                 ),
             ));
         }
-        let in_strides = contiguous_strides(self.shape());
-        let shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
-        let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+        let (shape, strides) = permuted(self.shape(), perm);
         self.copy_view(Op::Permute(perm.to_vec()), shape, &strides, 0)
     }
 

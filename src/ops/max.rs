@@ -1,6 +1,6 @@
 //! Maximum along an axis (`shaders/max.wgsl`). d max/dx is 1 at the first
 //! maximal element and 0 elsewhere (PyTorch's `max(dim)`); the forward saves
-//! those indices.
+//! those indices, which route the adjoint and pick the tangent.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use crate::error::{Result, invalid};
 use crate::ops::layout::check_axis;
 use crate::ops::reduce::reduced_shape;
 use crate::ops::shaders::MAX;
-use crate::ops::{Contributions, Op, Saved, VjpCtx};
+use crate::ops::{Contributions, JvpCtx, Op, Saved, VjpCtx};
 use crate::runtime::kernels::{Access, Kernel, LOOP_PIECE, Params, groups_for};
 use crate::runtime::pool::Storage;
 use crate::shape::numel;
@@ -35,6 +35,12 @@ const BLOCK: usize = LOOP_PIECE;
 const ADJOINT: Kernel = Kernel {
     module: &MAX,
     entry: "adjoint",
+    bindings: &[(1, Access::Read), (2, Access::Write), (4, Access::Read)],
+};
+
+const TANGENT: Kernel = Kernel {
+    module: &MAX,
+    entry: "tangent",
     bindings: &[(1, Access::Read), (2, Access::Write), (4, Access::Read)],
 };
 
@@ -70,6 +76,16 @@ pub(crate) fn vjp(cx: &VjpCtx, axis: usize) -> Result<Contributions> {
         groups_for(total as u64),
     );
     Ok(vec![Some(Arc::new(out))])
+}
+
+/// Each maximum takes its maximal element's tangent, for K rows at once.
+pub(crate) fn jvp(cx: &JvpCtx, axis: usize) -> Result<Arc<Storage>> {
+    let (params, n) = params(&cx.inputs[0].shape, axis, cx.k);
+    let out = cx.dev.alloc("max tangent", cx.k * n)?;
+    let buffers = [&**cx.only()?, &out, &cx.saved[0]];
+    cx.dev
+        .dispatch(&TANGENT, &[], &params, &buffers, groups_for(n as u64));
+    Ok(Arc::new(out))
 }
 
 /// Runs the forward kernel: the maxima and the index of each one's first

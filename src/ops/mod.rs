@@ -107,6 +107,43 @@ impl VjpCtx<'_> {
     }
 }
 
+/// What a tangent rule gets (forward mode): the K tangent rows of each
+/// input (`[K, *input_shape]`; None where it is zero, at least one given),
+/// the inputs' shapes and what the op saved: the tape holds the point the
+/// op is linearized at.
+pub(crate) struct JvpCtx<'a> {
+    pub dev: &'a Device,
+    pub k: usize,
+    pub tangents: &'a [Option<Arc<Storage>>],
+    pub out_shape: &'a [usize],
+    pub inputs: &'a [Input],
+    pub saved: &'a [Arc<Storage>],
+}
+
+impl JvpCtx<'_> {
+    /// The one input's tangent of a one-input op.
+    pub fn only(&self) -> Result<&Arc<Storage>> {
+        self.tangents
+            .first()
+            .and_then(Option::as_ref)
+            .ok_or_else(|| crate::error::invalid("jvp", "a tangent rule was given no tangent"))
+    }
+}
+
+/// What a curvature rule gets (second order, forward over reverse): ȳ,
+/// the output's adjoint (one row, `[*out_shape]`), the inputs' tangents
+/// along K directions (None: zero), and which inputs need the term.
+pub(crate) struct CurvatureCtx<'a> {
+    pub dev: &'a Device,
+    pub k: usize,
+    pub ybar: &'a Arc<Storage>,
+    pub tangents: &'a [Option<Arc<Storage>>],
+    pub out_shape: &'a [usize],
+    pub inputs: &'a [Input],
+    pub saved: &'a [Arc<Storage>],
+    pub needs: &'a [bool],
+}
+
 /// How a rule hands an input its contribution in a per-example pass,
 /// where the output's axis 0 is the example axis (size B), K = 1, and the
 /// input is shared by every example (a parameter broadcast along axis 0,
@@ -185,6 +222,54 @@ impl Op {
             Op::Cumsum { axis } => scan::vjp(cx, *axis),
             Op::Unfold(win) => unfold::vjp(cx, *win),
             Op::Custom(def, scalars) => custom::vjp(cx, def, scalars),
+        }
+    }
+
+    /// The tangent rule: the output's K tangent rows `[K, *out_shape]`
+    /// from the inputs' (`ẏ = Σᵢ ∂f/∂xᵢ·ẋᵢ`). Linear ops apply themselves to
+    /// the rows; the others scale them by the derivatives their adjoint
+    /// uses, from the same saved values.
+    pub fn jvp(&self, cx: &JvpCtx) -> Result<Arc<Storage>> {
+        match self {
+            Op::Unary(op, p) => elementwise::unary::jvp(cx, *op, *p),
+            Op::Binary(op) => elementwise::binary_tangent::jvp(cx, *op),
+            Op::Matmul => matmul::jvp(cx),
+            Op::Sum { reduced, scale } => reduce::jvp_sum(cx, reduced, *scale),
+            Op::Max { axis } => max::jvp(cx, *axis),
+            Op::Reshape => Ok(cx.only()?.clone()),
+            Op::Permute(perm) => layout::jvp_permute(cx, perm),
+            Op::BroadcastTo => layout::jvp_broadcast(cx),
+            Op::Narrow { axis, start } => layout::jvp_narrow(cx, *axis, *start),
+            Op::Concat { axis } => layout::jvp_concat(cx, *axis),
+            Op::IndexSelect { axis, indices } => index::jvp(cx, *axis, indices),
+            Op::Cumsum { axis } => scan::jvp(cx, *axis),
+            Op::Unfold(win) => unfold::jvp(cx, *win),
+            Op::Custom(def, scalars) => custom::jvp(cx, def, scalars),
+        }
+    }
+
+    /// The curvature rule of second order: per needed input, the terms
+    /// `Σⱼ ȳ·∂²f/∂xᵢ∂xⱼ·ẋⱼ` of its adjoint's tangent (`[K, *input_shape]`);
+    /// None where they are zero, as for every input of a linear op (the
+    /// adjoint's tangent is then the adjoint applied to the output's).
+    pub fn curvature(&self, cx: &CurvatureCtx) -> Result<Contributions> {
+        let none = || Ok(vec![None; cx.inputs.len()]);
+        match self {
+            Op::Unary(op, p) => elementwise::unary::curvature(cx, *op, *p),
+            Op::Binary(op) => elementwise::binary_tangent::curvature(cx, *op),
+            Op::Matmul => matmul::curvature(cx),
+            Op::Custom(def, _) => custom::curvature(cx, def),
+            // Linear, or piecewise linear (max: the argmax is fixed).
+            Op::Sum { .. }
+            | Op::Max { .. }
+            | Op::Reshape
+            | Op::Permute(_)
+            | Op::BroadcastTo
+            | Op::Narrow { .. }
+            | Op::Concat { .. }
+            | Op::IndexSelect { .. }
+            | Op::Cumsum { .. }
+            | Op::Unfold(_) => none(),
         }
     }
 

@@ -1,14 +1,15 @@
 //! Summation over axes (`shaders/reduce.wgsl`), batched over K rows: `sum`,
 //! `mean`, `sum_all`, and the adjoint of broadcasting (a contribution at a
 //! broadcast output's shape is summed back to its input's shape). The
-//! adjoint of a sum is a broadcast (d sum/dx = 1, d mean/dx = 1/count).
+//! adjoint of a sum is a broadcast (d sum/dx = 1, d mean/dx = 1/count); its
+//! tangent is the same sum of the tangent rows.
 
 use std::sync::Arc;
 
 use crate::error::{Result, invalid};
 use crate::ops::layout::{self, View};
 use crate::ops::shaders::REDUCE;
-use crate::ops::{Contributions, Op, PerExample, VjpCtx};
+use crate::ops::{Contributions, JvpCtx, Op, PerExample, VjpCtx};
 use crate::runtime::device::Device;
 use crate::runtime::kernels::{Access, Kernel, Params, groups_for};
 use crate::runtime::pool::Storage;
@@ -138,6 +139,15 @@ pub(crate) fn vjp_sum(cx: &VjpCtx, reduced: &[bool], scale: f32) -> Result<Contr
     Ok(vec![Some(Arc::new(layout::gather(
         cx.dev, cx.g, cx.k, &view, scale,
     )?))])
+}
+
+/// Tangent of `sum`/`mean`: the same sum of each of the K tangent rows.
+pub(crate) fn jvp_sum(cx: &JvpCtx, reduced: &[bool], scale: f32) -> Result<Arc<Storage>> {
+    let in_shape = &cx.inputs[0].shape;
+    let t = cx.only()?;
+    Ok(Arc::new(sum_masked(
+        cx.dev, t, cx.k, in_shape, reduced, scale,
+    )?))
 }
 
 /// Which axes `axes` names, checked: in range, each once.

@@ -1,13 +1,14 @@
 //! Cumulative sum along an axis (`shaders/scan.wgsl`). It is linear: its
 //! adjoint is the reversed cumulative sum of the cotangent along the same
-//! axis, one dispatch for all K rows (K folds into the lines). Nothing saved.
+//! axis, its tangent the cumulative sum of the tangent, one dispatch for all
+//! K rows (K folds into the lines). Nothing saved.
 
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::ops::layout::check_axis;
 use crate::ops::shaders::SCAN;
-use crate::ops::{Contributions, Op, VjpCtx};
+use crate::ops::{Contributions, JvpCtx, Op, VjpCtx};
 use crate::runtime::device::Device;
 use crate::runtime::kernels::{Access, Kernel, LOOP_PIECE, Params, flag, groups_for};
 use crate::runtime::pool::Storage;
@@ -93,6 +94,12 @@ fn scan(
 pub(crate) fn vjp(cx: &VjpCtx, axis: usize) -> Result<Contributions> {
     let out = scan(cx.dev, cx.g, cx.out_shape, axis, cx.k, true)?;
     Ok(vec![Some(Arc::new(out))])
+}
+
+/// The cumulative sum of each of the K tangent rows.
+pub(crate) fn jvp(cx: &JvpCtx, axis: usize) -> Result<Arc<Storage>> {
+    let out = scan(cx.dev, cx.only()?, cx.out_shape, axis, cx.k, false)?;
+    Ok(Arc::new(out))
 }
 
 impl Tensor {

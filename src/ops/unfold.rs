@@ -2,14 +2,17 @@
 //! primitive under convolution and pooling. `[N, C, H, W]` becomes
 //! `[N, C, kh, kw, OH, OW]`; it is linear, and its adjoint is the fold
 //! (col2im) done as a gather (no atomics): one dispatch for all K
-//! cotangent rows, which are more images to it. Nothing saved.
+//! cotangent rows, which are more images to it; its tangent is the unfold
+//! of the K tangent rows, more images too. Nothing saved.
 
 use std::sync::Arc;
 
 use crate::error::{Result, invalid};
 use crate::ops::shaders::UNFOLD;
-use crate::ops::{Contributions, Op, VjpCtx};
+use crate::ops::{Contributions, JvpCtx, Op, VjpCtx};
+use crate::runtime::device::Device;
 use crate::runtime::kernels::{Access, Kernel, Params, flag, groups_for};
+use crate::runtime::pool::Storage;
 use crate::shape::numel;
 use crate::tape::record::{check_operands, record};
 use crate::tape::tensor::Tensor;
@@ -63,6 +66,32 @@ impl Window {
     }
 }
 
+/// The windows of `images` images `[C, H, W]` (N images, or K·N tangent
+/// rows of them): `[images, C, kh, kw, OH, OW]`.
+fn windows(
+    dev: &Device,
+    src: &Storage,
+    images: usize,
+    (c, h, w): (usize, usize, usize),
+    win: Window,
+    (oh, ow): (usize, usize),
+) -> Result<Storage> {
+    let total = images * c * win.kernel[0] * win.kernel[1] * oh * ow;
+    let out = dev.alloc("unfold output", total)?;
+    if total > 0 {
+        // One invocation per run of RUN (unfold.wgsl) positions of a row.
+        let runs = (total / ow) * ow.div_ceil(RUN);
+        dev.dispatch(
+            &UNFOLD_KERNEL,
+            &[],
+            &win.params(runs, (h, w), (oh, ow)),
+            &[src, &out],
+            groups_for(runs as u64),
+        );
+    }
+    Ok(out)
+}
+
 /// `[N, C, H, W]` → `[N, C, kh, kw, OH, OW]`.
 pub(crate) fn unfold(x: &Tensor, win: Window, op: &'static str) -> Result<Tensor> {
     check_operands(x, &[])?;
@@ -88,20 +117,8 @@ pub(crate) fn unfold(x: &Tensor, win: Window, op: &'static str) -> Result<Tensor
         ));
     };
     let shape = vec![n, c, win.kernel[0], win.kernel[1], oh, ow];
-    let total = numel(&shape);
     let dev = x.device();
-    let out = dev.alloc("unfold output", total)?;
-    if total > 0 {
-        // One invocation per run of RUN (unfold.wgsl) positions of a row.
-        let runs = (total / ow) * ow.div_ceil(RUN);
-        dev.dispatch(
-            &UNFOLD_KERNEL,
-            &[],
-            &win.params(runs, (h, w), (oh, ow)),
-            &[&x.inner.data, &out],
-            groups_for(runs as u64),
-        );
-    }
+    let out = windows(dev, &x.inner.data, n, (c, h, w), win, (oh, ow))?;
     record(dev, Op::Unfold(win), &[x], out, shape)
 }
 
@@ -126,4 +143,14 @@ pub(crate) fn vjp(cx: &VjpCtx, win: Window) -> Result<Contributions> {
         );
     }
     Ok(vec![Some(Arc::new(out))])
+}
+
+/// The windows of all K tangent rows, more images to the kernel.
+pub(crate) fn jvp(cx: &JvpCtx, win: Window) -> Result<Arc<Storage>> {
+    let [n, c, h, w] = *cx.inputs[0].shape else {
+        return Err(invalid("jvp", "unfold's input is not [N, C, H, W]"));
+    };
+    let (oh, ow) = (cx.out_shape[4], cx.out_shape[5]);
+    let out = windows(cx.dev, cx.only()?, cx.k * n, (c, h, w), win, (oh, ow))?;
+    Ok(Arc::new(out))
 }

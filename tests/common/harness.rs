@@ -8,7 +8,10 @@
 //!   VJP of the f64 reference forward (this validates the reference itself);
 //! - (c) `pullback::vjp` on the GPU against the reference VJP;
 //! - (d) `pullback::vjp_batched` with K cotangents against a loop of K single
-//!   `vjp` calls, and row by row against the reference, for K in {1, 3, 64}.
+//!   `vjp` calls, and row by row against the reference, for K in {1, 3, 64};
+//! - (e) forward mode: `pullback::jvp` against the reference J·t,
+//!   `jvp_batched` against a loop of `jvp`, and ⟨u, J·t⟩ = ⟨Jᵀ·u, t⟩
+//!   (`tangents.rs`).
 //!
 //! The reference sees exactly the f32 inputs and cotangents the GPU sees
 //! (converted to f64), so every difference is the GPU's rounding.
@@ -35,6 +38,8 @@ pub struct Report {
     pub batched: ErrStats,
     /// (d) `vjp_batched` vs a loop of single `vjp` calls, all K.
     pub batched_vs_loop: ErrStats,
+    /// (e) forward mode.
+    pub tangents: TangentReport,
 }
 
 impl Report {
@@ -46,6 +51,11 @@ impl Report {
             vjp: self.vjp.merge(o.vjp),
             batched: self.batched.merge(o.batched),
             batched_vs_loop: self.batched_vs_loop.merge(o.batched_vs_loop),
+            tangents: TangentReport {
+                jvp: self.tangents.jvp.merge(o.tangents.jvp),
+                batched_vs_loop: (self.tangents.batched_vs_loop).merge(o.tangents.batched_vs_loop),
+                dot_ratio: self.tangents.dot_ratio.max(o.tangents.dot_ratio),
+            },
         }
     }
 
@@ -53,8 +63,16 @@ impl Report {
     pub fn print(&self, name: &str) {
         eprintln!(
             "[vjp-check] {name}\n  (a) forward: {}\n  (b) fd: {}\n  (c) vjp: {}\n  \
-             (d) batched: {}\n  (d) batched vs loop: {}",
-            self.forward, self.fd, self.vjp, self.batched, self.batched_vs_loop
+             (d) batched: {}\n  (d) batched vs loop: {}\n  (e) jvp: {}\n  \
+             (e) jvp batched vs loop: {}\n  (e) dot-product ratio: {:.3}",
+            self.forward,
+            self.fd,
+            self.vjp,
+            self.batched,
+            self.batched_vs_loop,
+            self.tangents.jvp,
+            self.tangents.batched_vs_loop,
+            self.tangents.dot_ratio
         );
     }
 }
@@ -290,6 +308,22 @@ impl VjpCheck {
                 }
             }
         }
+        let case = TangentCase {
+            name: &name,
+            y: &y,
+            xs: &xs,
+            shapes: self.inputs.iter().map(|(s, _)| s.clone()).collect(),
+            x64: &x64,
+            out_shape: &out_shape,
+        };
+        report.tangents = check_tangents(
+            &case,
+            &mut self.rng,
+            &vjp,
+            self.vjp_tol,
+            self.loop_tol,
+            &self.batch_sizes,
+        );
         report.print(&name);
         report
     }

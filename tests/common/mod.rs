@@ -3,19 +3,23 @@
 //! helpers (broadcasting, sums over broadcast axes, reductions).
 //!
 //! The tolerances, comparisons and finite differences live in
-//! `compare.rs`, the VJP check harness [`VjpCheck`] in `harness.rs`; both
-//! are re-exported here, so `use common::*` brings in everything.
+//! `compare.rs`, the VJP check harness [`VjpCheck`] in `harness.rs` (its
+//! forward-mode stage in `tangents.rs`); all are re-exported here, so
+//! `use common::*` brings in everything.
 
 #![allow(dead_code)]
 
 mod compare;
 mod harness;
+mod tangents;
 
 // Not every test binary uses both.
 #[allow(unused_imports)]
 pub use compare::*;
 #[allow(unused_imports)]
 pub use harness::*;
+#[allow(unused_imports)]
+pub use tangents::*;
 
 use std::sync::OnceLock;
 

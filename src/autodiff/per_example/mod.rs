@@ -123,6 +123,7 @@ impl<'a> Run<'a> {
                 role: "parameter",
                 call: "per_example_grads",
             },
+            tangents: None,
         })?
         else {
             return Ok(None);

@@ -8,16 +8,20 @@
 
 use std::sync::Arc;
 
+mod builder;
+mod tangent;
 mod wgsl;
 
-use crate::error::{Error, Result, invalid};
+use crate::error::{Result, invalid};
 use crate::ops::{Contributions, Op, Saved, VjpCtx};
 use crate::runtime::device::Device;
-use crate::runtime::kernels::{Access, Params};
+use crate::runtime::kernels::Params;
 use crate::runtime::pool::Storage;
 use crate::shape::{check_rank, numel};
 use crate::tape::record::{check_operands, record};
 use crate::tape::tensor::Tensor;
+pub use builder::CustomOpBuilder;
+pub(crate) use tangent::{curvature, jvp};
 use wgsl::Entry;
 
 /// Inputs a custom op may take (one shape slot each in the prelude).
@@ -49,8 +53,13 @@ pub(crate) struct CustomDef {
     pub saves: Vec<Saved>,
     /// Output row b (axis 0) depends on row b of each input only.
     pub rowwise: bool,
+    /// Linear in every input: the tangent is the forward of the tangent
+    /// rows, and there is no curvature.
+    linear: bool,
     forward: Entry,
     adjoints: Vec<Entry>,
+    /// The `tangent` entry point, when given.
+    tangent: Option<Entry>,
 }
 
 impl std::fmt::Debug for CustomDef {
@@ -105,17 +114,6 @@ pub struct CustomOp {
     def: Arc<CustomDef>,
 }
 
-/// Describes a [`CustomOp`]; [`CustomOpBuilder::build`] validates it.
-pub struct CustomOpBuilder {
-    name: String,
-    forward: Option<String>,
-    adjoint: Option<String>,
-    inputs: usize,
-    shape: Option<ShapeRule>,
-    saves: Vec<CustomSave>,
-    rowwise: bool,
-}
-
 impl CustomOp {
     /// Starts describing an op called `name` (used in messages). Defaults:
     /// one input, output shaped like input 0, nothing saved.
@@ -124,10 +122,12 @@ impl CustomOp {
             name: name.to_string(),
             forward: None,
             adjoint: None,
+            tangent: None,
             inputs: 1,
             shape: None,
             saves: Vec::new(),
             rowwise: false,
+            linear: false,
         }
     }
 
@@ -177,7 +177,7 @@ impl CustomOp {
 }
 
 /// The prelude's `PbParams` (word 2, the workgroup size, is set per entry).
-fn params(
+pub(super) fn params(
     threads: usize,
     k: usize,
     input: usize,
@@ -229,128 +229,4 @@ pub(crate) fn vjp(cx: &VjpCtx, def: &CustomDef, scalars: &[f32]) -> Result<Contr
         *slot = Some(Arc::new(c));
     }
     Ok(out)
-}
-
-impl CustomOpBuilder {
-    /// The forward WGSL source (entry point `forward`).
-    pub fn forward(mut self, wgsl: &str) -> Self {
-        self.forward = Some(wgsl.to_string());
-        self
-    }
-
-    /// The adjoint WGSL source (entry points `adjoint_0`, `adjoint_1`, …).
-    pub fn adjoint(mut self, wgsl: &str) -> Self {
-        self.adjoint = Some(wgsl.to_string());
-        self
-    }
-
-    /// The number of inputs, 1 to 4 (default 1).
-    pub fn inputs(mut self, n: usize) -> Self {
-        self.inputs = n;
-        self
-    }
-
-    /// The output shape from the inputs' shapes and the scalars (default:
-    /// input 0's shape); an `Err` message is returned to the caller of
-    /// [`CustomOp::apply`].
-    pub fn shape(
-        mut self,
-        rule: impl Fn(&[&[usize]], &[f32]) -> std::result::Result<Vec<usize>, String>
-        + Send
-        + Sync
-        + 'static,
-    ) -> Self {
-        self.shape = Some(Arc::new(rule));
-        self
-    }
-
-    /// What the adjoint reads from the forward pass (default: nothing),
-    /// bound at 3, 4, … in this order. The values are kept until the
-    /// backward pass uses them, and freed then.
-    pub fn saves(mut self, saves: &[CustomSave]) -> Self {
-        self.saves = saves.to_vec();
-        self
-    }
-
-    /// Declares that the op keeps rows apart along axis 0: output row b
-    /// depends on row b of every input only (every input has the output's
-    /// axis 0). Per-example passes (`per_example_grads`) then accept the op,
-    /// with the inputs' axis 0 as the example axis; without it they refuse
-    /// custom ops, since pullback cannot read that from the kernels.
-    pub fn keeps_rows_apart(mut self) -> Self {
-        self.rowwise = true;
-        self
-    }
-
-    /// Validates both sources with naga, checks entry points and bindings
-    /// against the conventions of [`CustomOp`] and compiles the kernels on
-    /// `dev`. Errors: [`Error::Wgsl`] with naga's message and line, or
-    /// [`Error::InvalidArgument`] for counts out of range.
-    pub fn build(self, dev: &Device) -> Result<CustomOp> {
-        let name = self.name;
-        let refuse = |reason: String| invalid("custom op", format!("`{name}`: {reason}"));
-        if !(1..=MAX_CUSTOM_INPUTS).contains(&self.inputs) {
-            return Err(refuse(format!(
-                "{} inputs; a custom op takes 1 to {MAX_CUSTOM_INPUTS}",
-                self.inputs
-            )));
-        }
-        let n = self.inputs;
-        let saves = self
-            .saves
-            .iter()
-            .map(|s| match *s {
-                CustomSave::Input(i) if i < n => Ok(Saved::Input(i)),
-                CustomSave::Input(i) => {
-                    Err(refuse(format!("it saves input {i}, but takes {n} inputs")))
-                }
-                CustomSave::Output => Ok(Saved::Output),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let missing = |what: &str| Error::Wgsl {
-            op: name.clone(),
-            message: format!("no {what} source was given (CustomOpBuilder::{what})"),
-        };
-        let forward_src = self.forward.ok_or_else(|| missing("forward"))?;
-        let adjoint_src = self.adjoint.ok_or_else(|| missing("adjoint"))?;
-        let mut fwd_bindings: Vec<(u32, Access)> =
-            (1..=n as u32).map(|b| (b, Access::Read)).collect();
-        fwd_bindings.push((1 + n as u32, Access::Write));
-        let mut adj_bindings = vec![(1, Access::Read), (2, Access::Write)];
-        adj_bindings.extend((0..saves.len() as u32).map(|j| (3 + j, Access::Read)));
-        let forward = wgsl::compile(
-            dev,
-            &name,
-            "forward",
-            &forward_src,
-            &[("forward".to_string(), fwd_bindings)],
-        )?;
-        let adjoints = wgsl::compile(
-            dev,
-            &name,
-            "adjoint",
-            &adjoint_src,
-            &(0..n)
-                .map(|i| (format!("adjoint_{i}"), adj_bindings.clone()))
-                .collect::<Vec<_>>(),
-        )?;
-        let forward = forward
-            .into_iter()
-            .next()
-            .ok_or_else(|| missing("forward"))?;
-        Ok(CustomOp {
-            def: Arc::new(CustomDef {
-                name,
-                dev: dev.clone(),
-                inputs: n,
-                shape: self
-                    .shape
-                    .unwrap_or_else(|| Arc::new(|shapes, _| Ok(shapes[0].to_vec()))),
-                saves,
-                rowwise: self.rowwise,
-                forward,
-                adjoints,
-            }),
-        })
-    }
 }

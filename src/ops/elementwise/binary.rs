@@ -107,19 +107,35 @@ impl BinaryOp {
 
     /// Whether input i receives no gradient at all (the mask operand of
     /// where_cond's halves).
-    fn no_gradient(self, i: usize) -> bool {
+    pub(super) fn no_gradient(self, i: usize) -> bool {
         self.is_comparison()
             || (matches!(self, BinaryOp::KeepWhere | BinaryOp::DropWhere) && i == 1)
     }
 
     /// Whether d(a op b)/d(input i) is exactly 1, so the contribution is g itself.
-    fn passes_through(self, i: usize) -> bool {
+    pub(super) fn passes_through(self, i: usize) -> bool {
         matches!((self, i), (BinaryOp::Add, _) | (BinaryOp::Sub, 0))
     }
 }
 
+/// The override constants that choose the op and how each operand is read
+/// at the output's shape (`BCAST`, `A_MODE`, `B_MODE`).
+pub(super) fn read_constants(
+    op: BinaryOp,
+    a: &[usize],
+    b: &[usize],
+    out: &[usize],
+) -> [(&'static str, f64); 4] {
+    [
+        ("BINARY_OP", op as u32 as f64),
+        ("BCAST", flag(a != out || b != out)),
+        ("A_MODE", ReadMode::of(a, out).0.constant()),
+        ("B_MODE", ReadMode::of(b, out).0.constant()),
+    ]
+}
+
 /// Parameters for indexing both operands at every output element.
-fn broadcast_params(out: &[usize], a: &[usize], b: &[usize], k: usize) -> Params {
+pub(super) fn broadcast_params(out: &[usize], a: &[usize], b: &[usize], k: usize) -> Params {
     let (_, size_a) = ReadMode::of(a, out);
     let (_, size_b) = ReadMode::of(b, out);
     Params::new(numel(out), k)
@@ -167,13 +183,7 @@ pub(crate) fn forward_kernel(
     out: &Storage,
     out_shape: &[usize],
 ) {
-    let bcast = a_shape != out_shape || b_shape != out_shape;
-    let constants = [
-        ("BINARY_OP", op as u32 as f64),
-        ("BCAST", flag(bcast)),
-        ("A_MODE", ReadMode::of(a_shape, out_shape).0.constant()),
-        ("B_MODE", ReadMode::of(b_shape, out_shape).0.constant()),
-    ];
+    let constants = read_constants(op, a_shape, b_shape, out_shape);
     let params = broadcast_params(out_shape, a_shape, b_shape, 1);
     let n = numel(out_shape);
     dev.dispatch(
@@ -220,21 +230,17 @@ pub(crate) fn vjp(cx: &VjpCtx, op: BinaryOp) -> Result<Contributions> {
             .map(|&c| dev.alloc("binary cotangent", if c { k * n } else { 1 }))
             .collect::<Result<_>>()?;
         let (a, b) = (&cx.inputs[0].shape, &cx.inputs[1].shape);
-        let bcast = a.as_slice() != out || b.as_slice() != out;
         // add/sub read no operand values; bind g in their place.
         let (sa, sb) = match cx.saved {
             [sa, sb] => (sa, sb),
             _ => (cx.g, cx.g),
         };
-        let constants = [
-            ("BINARY_OP", op as u32 as f64),
-            ("BCAST", flag(bcast)),
-            ("A_MODE", ReadMode::of(a, out).0.constant()),
-            ("B_MODE", ReadMode::of(b, out).0.constant()),
+        let mut constants = read_constants(op, a, b, out).to_vec();
+        constants.extend([
             ("ALIGNED", flag(n.is_multiple_of(4))),
             ("NEED_A", flag(computed[0])),
             ("NEED_B", flag(computed[1])),
-        ];
+        ]);
         let params = broadcast_params(out, a, b, k);
         let bound = [&**cx.g, &buffers[0], &**sa, &**sb, &buffers[1]];
         dev.dispatch_rows(

@@ -1,10 +1,12 @@
 //! Elementwise ops: unary (`unary.rs`), binary with NumPy broadcasting
-//! (`binary.rs`), and forward fusion, which runs a chain of them as one
+//! (`binary.rs`, its forward-mode and second-order rules in
+//! `binary_tangent.rs`), and forward fusion, which runs a chain of them as one
 //! kernel (`chain.rs`, its kernel in `chain_kernel.rs`). `codegen.rs` is
 //! the one WGSL emitter of both fusions (forward chains here, adjoint
 //! regions in `autodiff/fusion/`).
 
 pub(crate) mod binary;
+pub(crate) mod binary_tangent;
 pub(crate) mod chain;
 mod chain_kernel;
 pub(crate) mod codegen;

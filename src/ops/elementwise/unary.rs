@@ -4,14 +4,16 @@
 //! powf p·x^(p-1); add_scalar 1; mul_scalar s; gelu Φ(x) + xφ(x);
 //! gelu_tanh ½(1+t) + ½x(1−t²)u'; silu σ(1 + x(1−σ)); softplus σ(x);
 //! log1p 1/(1+x); expm1 y+1; rsqrt −y³/2; leaky_relu 1 or slope; elu 1 or
-//! αeˣ; clamp 1 inside the bounds (bounds included), 0 outside.
+//! αeˣ; clamp 1 inside the bounds (bounds included), 0 outside. The tangent
+//! is the same kernel on tangent rows (ẏ = f'·ẋ); second derivatives for
+//! the curvature term are listed at `unary_d2` in the WGSL.
 
 use std::sync::Arc;
 
 use crate::error::Result;
 use crate::ops::elementwise::{Elementwise, chain};
 use crate::ops::shaders::UNARY;
-use crate::ops::{Contributions, Op, Saved, VjpCtx};
+use crate::ops::{Contributions, CurvatureCtx, JvpCtx, Op, Saved, VjpCtx};
 use crate::runtime::device::Device;
 use crate::runtime::kernels::{Access, Kernel, Params, RowKernel, flag, groups_for};
 use crate::runtime::pool::Storage;
@@ -72,6 +74,17 @@ const ADJOINT: RowKernel = RowKernel::new(
     "unary_adjoint",
     "unary_adjoint_synced",
     &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
+);
+const CURVATURE: RowKernel = RowKernel::new(
+    &UNARY,
+    "unary_curvature",
+    "unary_curvature_synced",
+    &[
+        (1, Access::Read),
+        (2, Access::Write),
+        (3, Access::Read),
+        (4, Access::Read),
+    ],
 );
 
 impl UnaryOp {
@@ -146,27 +159,78 @@ pub(crate) fn forward_kernel(
     );
 }
 
+/// `out[k] = rows[k] · f'(saved)` over K rows of n values, one dispatch:
+/// the adjoint of K cotangents, or the tangent of K directions.
+fn scale_rows(
+    dev: &Device,
+    (op, p): (UnaryOp, f32),
+    k: usize,
+    rows: &Arc<Storage>,
+    saved: &[Arc<Storage>],
+    n: usize,
+) -> Result<Arc<Storage>> {
+    if op == UnaryOp::AddScalar {
+        return Ok(rows.clone());
+    }
+    let out = dev.alloc("unary rows", k * n)?;
+    let saved = saved.first().unwrap_or(rows);
+    let constants = [
+        ("UNARY_OP", op as u32 as f64),
+        ("ALIGNED", flag(n.is_multiple_of(4))),
+    ];
+    let params = Params::new(n, k).scalar(p);
+    let groups = groups_for(n.div_ceil(4) as u64);
+    let buffers = [&**rows, &out, saved];
+    dev.dispatch_rows(&ADJOINT, k, &constants, &params, &buffers, groups);
+    Ok(Arc::new(out))
+}
+
 /// out[k] = g[k] · f'(saved), all K cotangents in one dispatch.
 pub(crate) fn vjp(cx: &VjpCtx, op: UnaryOp, p: f32) -> Result<Contributions> {
-    if op == UnaryOp::AddScalar {
-        return Ok(vec![Some(cx.g.clone())]);
-    }
     let n = numel(cx.out_shape);
-    let out = cx.dev.alloc("unary cotangent", cx.k * n)?;
-    let saved = cx.saved.first().unwrap_or(cx.g);
+    Ok(vec![Some(scale_rows(
+        cx.dev,
+        (op, p),
+        cx.k,
+        cx.g,
+        cx.saved,
+        n,
+    )?)])
+}
+
+/// ẏ[k] = f'(saved) · ẋ[k], all K directions in one dispatch.
+pub(crate) fn jvp(cx: &JvpCtx, op: UnaryOp, p: f32) -> Result<Arc<Storage>> {
+    let n = numel(cx.out_shape);
+    scale_rows(cx.dev, (op, p), cx.k, cx.only()?, cx.saved, n)
+}
+
+/// Whether f'' is not 0 (the others are piecewise linear).
+fn has_curvature(op: UnaryOp) -> bool {
+    use UnaryOp::*;
+    match op {
+        Exp | Log | Sin | Cos | Tanh | Sigmoid | Sqrt | Square | Powf | Gelu | GeluTanh | Silu
+        | Softplus | Log1p | Expm1 | Rsqrt | Elu => true,
+        Neg | Relu | Abs | AddScalar | MulScalar | LeakyRelu | ClampMin | ClampMax => false,
+    }
+}
+
+/// The curvature term `ȳ·f''(saved)·ẋ[k]`, all K directions in one dispatch.
+pub(crate) fn curvature(cx: &CurvatureCtx, op: UnaryOp, p: f32) -> Result<Contributions> {
+    let (Some(t), true, true) = (&cx.tangents[0], cx.needs[0], has_curvature(op)) else {
+        return Ok(vec![None]);
+    };
+    let n = numel(cx.out_shape);
+    let out = cx.dev.alloc("unary curvature", cx.k * n)?;
+    let saved = cx.saved.first().unwrap_or(t);
     let constants = [
         ("UNARY_OP", op as u32 as f64),
         ("ALIGNED", flag(n.is_multiple_of(4))),
     ];
     let params = Params::new(n, cx.k).scalar(p);
-    cx.dev.dispatch_rows(
-        &ADJOINT,
-        cx.k,
-        &constants,
-        &params,
-        &[cx.g, &out, saved],
-        groups_for(n.div_ceil(4) as u64),
-    );
+    let groups = groups_for(n.div_ceil(4) as u64);
+    let buffers = [&**t, &out, saved, cx.ybar];
+    cx.dev
+        .dispatch_rows(&CURVATURE, cx.k, &constants, &params, &buffers, groups);
     Ok(vec![Some(Arc::new(out))])
 }
 

@@ -4,8 +4,10 @@
 //! cotangents: K is one more batch axis, folded into the rows of G when B is
 //! a plain matrix (into the contraction for dB when A is not broadcast), and
 //! the result is summed over the batch axes an operand was broadcast along.
+//! Forward mode and second order: `tangent.rs`.
 
 pub(crate) mod gemm;
+mod tangent;
 pub(crate) mod tune;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::tape::graph::Input;
 use crate::tape::record::{check_operands, record};
 use crate::tape::tensor::Tensor;
 use gemm::{Operand, batch_strides, gemm, outer};
+pub(crate) use tangent::{curvature, jvp};
 
 pub(crate) const SAVES: &[Saved] = &[Saved::Input(0), Saved::Input(1)];
 

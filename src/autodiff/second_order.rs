@@ -1,0 +1,102 @@
+//! Second order, forward over reverse: H·v along K directions v at once.
+//! First the tangents of every node along the K directions (`forward.rs`,
+//! all kept). Then one reverse sweep carries, for each node, its adjoint ȳ
+//! (one row, as in a gradient) and the adjoint's tangent ẏ̄ (K rows): each
+//! rule maps ȳ to its inputs' adjoints (`Op::vjp` with K = 1), the same
+//! rule maps ẏ̄ to the linear part of theirs (it is linear in the
+//! cotangent), and the op's curvature rule adds the terms of ȳ times its
+//! second derivatives times its inputs' tangents (`Op::curvature`; none
+//! for linear ops). At a wanted node, ẏ̄ is H·v. One tangent sweep and one
+//! reverse sweep, whatever K is; never a `[K, K, …]` buffer. Nothing is
+//! fused: the curvature terms need every member's ȳ and tangent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::autodiff::forward;
+use crate::autodiff::plan::Plan;
+use crate::autodiff::sums::Sums;
+use crate::error::Result;
+use crate::ops::fill::fill;
+use crate::ops::{CurvatureCtx, VjpCtx};
+use crate::runtime::device::Device;
+use crate::runtime::pool::Storage;
+use crate::shape::numel;
+use crate::tape::graph::{Node, NodeKind};
+
+/// H·v at each wanted node (None where no direction reaches it) for the
+/// K `directions` seeded at the wanted nodes; the roots (one element in
+/// all: a loss) are seeded with ȳ = 1.
+pub(crate) fn sweep(
+    dev: &Device,
+    plan: &Plan,
+    k: usize,
+    directions: Vec<(Arc<Node>, Arc<Storage>)>,
+) -> Result<Vec<Option<Arc<Storage>>>> {
+    let tangents = forward::sweep(dev, plan, k, directions, true)?;
+    let mut adjoints = Sums::default();
+    let mut dots = Sums::default();
+    for root in &plan.roots {
+        let n = numel(&root.shape);
+        adjoints.add(dev, root.key(), Arc::new(fill(dev, n, 1.0)?), n)?;
+    }
+    let mut reached: HashMap<usize, Arc<Storage>> = HashMap::new();
+    for step in &plan.steps {
+        let node = &step.node;
+        let (ybar, dot) = (adjoints.take(node.key()), dots.take(node.key()));
+        if let (true, Some(dot)) = (step.wanted, &dot) {
+            reached.insert(node.key(), dot.clone());
+        }
+        let NodeKind::Op { op, inputs, saved } = &node.kind else {
+            continue;
+        };
+        if !step.needs.contains(&true) {
+            continue;
+        }
+        let vjp = |k: usize, g: &Arc<Storage>| {
+            op.vjp(&VjpCtx {
+                dev,
+                k,
+                g,
+                out_shape: &node.shape,
+                inputs,
+                saved,
+                needs: &step.needs,
+                per_example: &[],
+            })
+        };
+        let add = |sums: &mut Sums, rows: usize, contributions: Vec<Option<Arc<Storage>>>| {
+            for ((input, &need), c) in inputs.iter().zip(&step.needs).zip(contributions) {
+                if let (true, Some(m), Some(c)) = (need, &input.node, c) {
+                    sums.add(dev, m.key(), c, rows * numel(&m.shape))?;
+                }
+            }
+            Result::Ok(())
+        };
+        if let Some(ybar) = &ybar {
+            add(&mut adjoints, 1, vjp(1, ybar)?)?;
+            let given: Vec<Option<Arc<Storage>>> = (inputs.iter())
+                .map(|i| i.node.as_ref().and_then(|m| tangents.get(m.key()).cloned()))
+                .collect();
+            let curvature = op.curvature(&CurvatureCtx {
+                dev,
+                k,
+                ybar,
+                tangents: &given,
+                out_shape: &node.shape,
+                inputs,
+                saved,
+                needs: &step.needs,
+            })?;
+            add(&mut dots, k, curvature)?;
+        }
+        if let Some(dot) = &dot {
+            add(&mut dots, k, vjp(k, dot)?)?;
+        }
+    }
+    Ok(plan
+        .wanted
+        .iter()
+        .map(|n| reached.get(&n.key()).cloned())
+        .collect())
+}
