@@ -41,6 +41,7 @@ const CLAMP_MAX: u32 = 24u;
 @group(0) @binding(2) var<storage, read_write> unary_dst: array<vec4<f32>>;  // y, or out [K, n]
 @group(0) @binding(3) var<storage, read> unary_saved: array<vec4<f32>>;      // x or y, as saved
 @group(0) @binding(4) var<storage, read> unary_ybar: array<vec4<f32>>;       // ȳ, one row (curvature)
+@group(0) @binding(5) var<storage, read> unary_tangent: array<vec4<f32>>;    // ẋ [K, n] (second order)
 
 // tanh saturates to +-1 in f32 beyond |x| = 9; clamping keeps exp-based
 // implementations from computing inf/inf. Clamping would turn NaN into a
@@ -356,6 +357,60 @@ fn unary_curvature_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     for (var k = 0u; k < params.k; k++) {
         if (live) {
             unary_adjoint_row(k, t, d);
+        }
+        row_sync(k, SYNC_ROWS);
+    }
+}
+
+// The adjoint's tangent in one pass (second order): out[k] = ẏ̄[k]·f'(s) +
+// ẋ[k]·ȳ·f''(s), the adjoint's tangent rows ẏ̄ at binding 1, the tangent
+// rows ẋ at 5 (the two halves `unary_adjoint` and `unary_curvature` would
+// write, then add).
+fn unary_second_row(k: u32, t: u32, d: vec4<f32>, c: vec4<f32>) {
+    let n = params.n;
+    if (ALIGNED) {
+        let j = k * (n / 4u) + t;
+        unary_dst[j] = unary_src[j] * d + unary_tangent[j] * c;
+        return;
+    }
+    for (var e = 0u; e < 4u; e++) {
+        if (t * 4u + e < n) {
+            let j = k * n + t * 4u + e;
+            unary_dst[j / 4u][j % 4u] =
+                unary_src[j / 4u][j % 4u] * d[e] + unary_tangent[j / 4u][j % 4u] * c[e];
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn unary_second(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+           @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_id(wid, lid, nwg);
+    if (t * 4u >= params.n) { return; }
+    let s = unary_saved[t];
+    let d = unary_d(UNARY_OP, s, params.scalar);
+    let c = unary_ybar[t] * unary_d2(UNARY_OP, s, params.scalar);
+    for (var k = 0u; k < params.k; k++) {
+        unary_second_row(k, t, d, c);
+    }
+}
+
+// `unary_second` with a barrier every SYNC_ROWS rows (see row_sync).
+@compute @workgroup_size(WG)
+fn unary_second_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = linear_id(wid, lid, nwg);
+    let live = t * 4u < params.n;
+    var d = vec4(0.0);
+    var c = vec4(0.0);
+    if (live) {
+        let s = unary_saved[t];
+        d = unary_d(UNARY_OP, s, params.scalar);
+        c = unary_ybar[t] * unary_d2(UNARY_OP, s, params.scalar);
+    }
+    for (var k = 0u; k < params.k; k++) {
+        if (live) {
+            unary_second_row(k, t, d, c);
         }
         row_sync(k, SYNC_ROWS);
     }

@@ -78,11 +78,11 @@ pub use autodiff::jvp::{jvp, jvp_batched};
 pub use autodiff::per_example::{per_example_grad_norms, per_example_grads};
 pub use autodiff::vjp::{plan_peak_bytes, vjp, vjp_batched};
 pub use error::{Error, Result};
+pub use ops::concat::concat;
 pub use ops::conv::ConvOptions;
 pub use ops::custom::{
     CustomOp, CustomOpBuilder, CustomSave, MAX_CUSTOM_INPUTS, MAX_CUSTOM_SCALARS,
 };
-pub use ops::layout::concat;
 pub use ops::matmul::tune::{GemmProbe, GemmTuning};
 pub use ops::reshaping::stack;
 pub use runtime::adapter::{DeviceOptions, GemmKernel};

@@ -66,10 +66,11 @@ impl<'a> Pass<'a> {
     }
 
     /// The regions of the plan that run as one fused kernel (none when
-    /// fused adjoints are off, or in the sweeps that do not fuse).
+    /// fused adjoints are off, or in second order, whose curvature terms
+    /// need every member's adjoint and tangent).
     fn regions(&self) -> &Regions {
         self.regions.get_or_init(|| {
-            if !self.dev.fused_adjoints() || self.sweep != Sweep::Reverse {
+            if !self.dev.fused_adjoints() || self.sweep == Sweep::SecondOrder {
                 return Regions::default();
             }
             let roots = self.plan.roots.iter().map(|n| n.key()).collect();

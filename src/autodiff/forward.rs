@@ -4,12 +4,17 @@
 //! consumers). A node's tangent is its rule applied to its inputs'
 //! (`Op::jvp`, all K rows in one dispatch), plus its seed where it is
 //! wanted: an input computed from another input gets both, as `vjp` sums
-//! both paths. A tangent is freed after its last consumer has used it,
-//! unless it is a root's, or the sweep keeps them all (second order).
+//! both paths. A region of elementwise ops (`fusion/`) runs as one kernel
+//! at its root, from the tangents of the inputs leaving it: the factors
+//! its adjoint uses, applied the other way. A tangent is freed after its
+//! last consumer has used it, unless it is a root's, or the sweep keeps
+//! them all (second order, which fuses nothing).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::autodiff::fusion::Regions;
+use crate::autodiff::fusion::launch::{self, Launch};
 use crate::autodiff::plan::Plan;
 use crate::autodiff::sums::Sums;
 use crate::error::Result;
@@ -22,10 +27,11 @@ use crate::tape::graph::{Node, NodeKind};
 pub(crate) fn roots(
     dev: &Device,
     plan: &Plan,
+    regions: &Regions,
     k: usize,
     seeds: Vec<(Arc<Node>, Arc<Storage>)>,
 ) -> Result<Vec<Option<Arc<Storage>>>> {
-    let tangents = sweep(dev, plan, k, seeds, false)?;
+    let tangents = sweep(dev, plan, regions, k, seeds, false)?;
     Ok(plan
         .roots
         .iter()
@@ -34,10 +40,13 @@ pub(crate) fn roots(
 }
 
 /// The tangents of the plan's nodes along `k` directions seeded at
-/// `seeds`: the roots', or with `keep_all` every node's.
+/// `seeds`: the roots', or with `keep_all` every node's. A region of
+/// `regions` computes its root's tangent in one kernel from the tangents of
+/// the inputs leaving it; its members get none.
 pub(crate) fn sweep(
     dev: &Device,
     plan: &Plan,
+    regions: &Regions,
     k: usize,
     seeds: Vec<(Arc<Node>, Arc<Storage>)>,
     keep_all: bool,
@@ -67,7 +76,16 @@ pub(crate) fn sweep(
                     _ => None,
                 })
                 .collect();
-            if given.iter().any(Option::is_some) {
+            if let Some(region) = regions.rooted_at(node.key()) {
+                let outside: Vec<Option<Arc<Storage>>> = (region.externals.iter())
+                    .map(|e| tangents.get(e.key()).cloned())
+                    .collect();
+                if outside.iter().any(Option::is_some) {
+                    let launch = Launch::of(dev, region, k, &node.shape);
+                    let t = launch::tangent(&launch, &outside)?;
+                    tangents.add(dev, node.key(), t, len(node))?;
+                }
+            } else if given.iter().any(Option::is_some) && !regions.is_interior(node.key()) {
                 let cx = JvpCtx {
                     dev,
                     k,
@@ -80,7 +98,9 @@ pub(crate) fn sweep(
                 tangents.add(dev, node.key(), t, len(node))?;
             }
             drop(given);
-            if !keep_all {
+            // A region's members read nothing themselves: what they read
+            // is kept until the pass ends.
+            if !keep_all && !regions.is_interior(node.key()) {
                 for (input, &need) in inputs.iter().zip(&step.needs) {
                     let Some(m) = input.node.as_ref().filter(|_| need) else {
                         continue;

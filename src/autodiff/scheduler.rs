@@ -50,7 +50,7 @@ pub(crate) fn execute(
 ) -> Result<Vec<Option<Arc<Storage>>>> {
     match sweep {
         Sweep::Reverse => reverse(dev, plan, regions, k, seeds),
-        Sweep::Forward => forward::roots(dev, plan, k, seeds),
+        Sweep::Forward => forward::roots(dev, plan, regions, k, seeds),
         Sweep::SecondOrder => second_order::sweep(dev, plan, k, seeds),
     }
 }
@@ -97,17 +97,8 @@ fn reverse(
                 })
                 .collect::<Vec<_>>();
             let handed: Vec<bool> = accumulators.iter().map(Option::is_some).collect();
-            let launch = Launch {
-                dev,
-                recipe: &region.recipe,
-                k: plan.rows(node, k),
-                shape: &node.shape,
-                g: &g,
-                saved: &region.saved,
-                scalars: &region.scalars,
-                out_shapes: &region.external_shapes,
-            };
-            let outs = launch::run(&launch, accumulators)?;
+            let launch = Launch::of(dev, region, plan.rows(node, k), &node.shape);
+            let outs = launch::run(&launch, &g, accumulators)?;
             for ((e, out), in_place) in region.externals.iter().zip(outs).zip(handed) {
                 if in_place {
                     cotangents.put(e.key(), out);

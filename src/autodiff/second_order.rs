@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::autodiff::forward;
+use crate::autodiff::fusion::Regions;
 use crate::autodiff::plan::Plan;
 use crate::autodiff::sums::Sums;
 use crate::error::Result;
@@ -33,7 +34,7 @@ pub(crate) fn sweep(
     k: usize,
     directions: Vec<(Arc<Node>, Arc<Storage>)>,
 ) -> Result<Vec<Option<Arc<Storage>>>> {
-    let tangents = forward::sweep(dev, plan, k, directions, true)?;
+    let tangents = forward::sweep(dev, plan, &Regions::default(), k, directions, true)?;
     let mut adjoints = Sums::default();
     let mut dots = Sums::default();
     for root in &plan.roots {
@@ -73,12 +74,13 @@ pub(crate) fn sweep(
             }
             Result::Ok(())
         };
+        let mut dot = dot;
         if let Some(ybar) = &ybar {
             add(&mut adjoints, 1, vjp(1, ybar)?)?;
             let given: Vec<Option<Arc<Storage>>> = (inputs.iter())
                 .map(|i| i.node.as_ref().and_then(|m| tangents.get(m.key()).cloned()))
                 .collect();
-            let curvature = op.curvature(&CurvatureCtx {
+            let cx = CurvatureCtx {
                 dev,
                 k,
                 ybar,
@@ -87,8 +89,21 @@ pub(crate) fn sweep(
                 inputs,
                 saved,
                 needs: &step.needs,
-            })?;
-            add(&mut dots, k, curvature)?;
+            };
+            // Both halves of the adjoint's tangent in one pass, where the
+            // op has a kernel for it; else its curvature terms here and the
+            // adjoint of `dot` below.
+            let fused = match &dot {
+                Some(d) => op.adjoint_tangent(d, &cx)?,
+                None => None,
+            };
+            match fused {
+                Some(both) => {
+                    add(&mut dots, k, both)?;
+                    dot = None;
+                }
+                None => add(&mut dots, k, op.curvature(&cx)?)?,
+            }
         }
         if let Some(dot) = &dot {
             add(&mut dots, k, vjp(k, dot)?)?;

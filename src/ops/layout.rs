@@ -1,11 +1,13 @@
 //! Ops that only move values (`shaders/layout.wgsl`), each the adjoint of
 //! another: reshape ↔ reshape (no copy at all), permute ↔ inverse permute,
-//! broadcast_to ↔ sum, narrow ↔ pad with zeros, concat ↔ narrow. Being
-//! linear, each one's tangent is itself applied to the K tangent rows.
+//! broadcast_to ↔ sum, narrow ↔ pad with zeros (concat ↔ narrow:
+//! `concat.rs`). Being linear, each one's tangent is itself applied to the
+//! K tangent rows. The strided views every one of them copies through.
 
 use std::sync::Arc;
 
 use crate::error::{Error, Result, invalid};
+use crate::ops::elementwise::ReadMode;
 use crate::ops::shaders::LAYOUT;
 use crate::ops::{Contributions, JvpCtx, Op, VjpCtx, fill, reduce};
 use crate::runtime::device::Device;
@@ -15,6 +17,12 @@ use crate::shape::{broadcast_shapes, broadcast_strides, check_rank, contiguous_s
 use crate::tape::record::{check_device, check_operands, record};
 use crate::tape::tensor::Tensor;
 
+const REPEAT: RowKernel = RowKernel::new(
+    &LAYOUT,
+    "repeat",
+    "repeat_synced",
+    &[(1, Access::Read), (2, Access::Write)],
+);
 const COPY: RowKernel = RowKernel::new(
     &LAYOUT,
     "copy",
@@ -136,28 +144,9 @@ pub(crate) fn vjp_narrow(cx: &VjpCtx, axis: usize, start: usize) -> Result<Contr
     Ok(vec![Some(Arc::new(out))])
 }
 
-pub(crate) fn vjp_concat(cx: &VjpCtx, axis: usize) -> Result<Contributions> {
-    let strides = contiguous_strides(cx.out_shape);
-    let mut start = 0;
-    let mut contributions = Vec::with_capacity(cx.inputs.len());
-    for (input, &need) in cx.inputs.iter().zip(cx.needs) {
-        let view = View {
-            shape: &input.shape,
-            strides: &strides,
-            offset: start * strides[axis],
-            row: numel(cx.out_shape),
-        };
-        start += input.shape[axis];
-        contributions.push(if need {
-            Some(Arc::new(gather(cx.dev, cx.g, cx.k, &view, 1.0)?))
-        } else {
-            None
-        });
-    }
-    Ok(contributions)
-}
-
-/// `[K, *to]`: K rows of `[*from]` values broadcast to `to`.
+/// `[K, *to]`: K rows of `[*from]` values broadcast to `to`. A row
+/// repeated along trailing or leading axes (a bias, a column) goes four
+/// outputs an invocation, without walking strides.
 pub(crate) fn broadcast_rows(
     dev: &Device,
     src: &Storage,
@@ -165,6 +154,20 @@ pub(crate) fn broadcast_rows(
     from: &[usize],
     to: &[usize],
 ) -> Result<Storage> {
+    let n = numel(to);
+    let repeat = match ReadMode::of(from, to) {
+        (ReadMode::Suffix, len) => Some((1.0, len)),
+        (ReadMode::Prefix, per) => Some((2.0, per)),
+        (ReadMode::Same | ReadMode::Strided, _) => None,
+    };
+    if let (Some((mode, size)), true) = (repeat, n.is_multiple_of(4)) {
+        let out = dev.alloc("repeated rows", k * n)?;
+        let params = Params::new(n, k).extra(0, numel(from)).extra(2, size);
+        let groups = groups_for(n.div_ceil(4) as u64);
+        let constants = [("REPEAT", mode)];
+        dev.dispatch_rows(&REPEAT, k, &constants, &params, &[src, &out], groups);
+        return Ok(out);
+    }
     let strides = broadcast_strides(from, to);
     let view = View {
         shape: to,
@@ -210,68 +213,6 @@ pub(crate) fn jvp_narrow(cx: &JvpCtx, axis: usize, start: usize) -> Result<Arc<S
         row: numel(in_shape),
     };
     Ok(Arc::new(gather(cx.dev, cx.only()?, cx.k, &view, 1.0)?))
-}
-
-/// Each input's K tangent rows into their place along `axis`; zeros where
-/// an input has none.
-pub(crate) fn jvp_concat(cx: &JvpCtx, axis: usize) -> Result<Arc<Storage>> {
-    let len = cx.k * numel(cx.out_shape);
-    let out = match cx.tangents.iter().all(Option::is_some) {
-        true => cx.dev.alloc("concat tangent", len)?,
-        false => fill::fill(cx.dev, len, 0.0)?,
-    };
-    let strides = contiguous_strides(cx.out_shape);
-    let mut start = 0;
-    for (input, t) in cx.inputs.iter().zip(cx.tangents) {
-        if let Some(t) = t {
-            let view = View {
-                shape: &input.shape,
-                strides: &strides,
-                offset: start * strides[axis],
-                row: numel(cx.out_shape),
-            };
-            scatter(cx.dev, t, cx.k, &out, &view);
-        }
-        start += input.shape[axis];
-    }
-    Ok(Arc::new(out))
-}
-
-/// Joins tensors of equal shape except along `axis` (PyTorch's `cat`).
-pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
-    let Some(first) = tensors.first() else {
-        return Err(invalid("concat", "needs at least one tensor"));
-    };
-    check_operands(first, &tensors[1..])?;
-    check_axis("concat", axis, first.rank())?;
-    let mut shape = first.shape().to_vec();
-    shape[axis] = 0;
-    for t in tensors {
-        let same_rank = t.rank() == first.rank();
-        if !same_rank || (0..t.rank()).any(|d| d != axis && t.shape()[d] != first.shape()[d]) {
-            return Err(Error::ShapeMismatch {
-                op: "concat",
-                lhs: first.shape().to_vec(),
-                rhs: t.shape().to_vec(),
-            });
-        }
-        shape[axis] += t.shape()[axis];
-    }
-    let dev = first.device();
-    let out = dev.alloc("concat output", numel(&shape))?;
-    let strides = contiguous_strides(&shape);
-    let mut start = 0;
-    for t in tensors {
-        let view = View {
-            shape: t.shape(),
-            strides: &strides,
-            offset: start * strides[axis],
-            row: numel(&shape),
-        };
-        scatter(dev, &t.inner.data, 1, &out, &view);
-        start += t.shape()[axis];
-    }
-    record(dev, Op::Concat { axis }, tensors, out, shape)
 }
 
 impl Tensor {
@@ -360,8 +301,8 @@ impl Tensor {
                 rhs: shape.to_vec(),
             });
         }
-        let strides = broadcast_strides(self.shape(), shape);
-        self.copy_view(Op::BroadcastTo, shape.to_vec(), &strides, 0)
+        let out = broadcast_rows(self.device(), &self.inner.data, 1, self.shape(), shape)?;
+        record(self.device(), Op::BroadcastTo, &[self], out, shape.to_vec())
     }
 
     /// Elements `start..start + len` along `axis`.
@@ -384,10 +325,5 @@ impl Tensor {
             &strides,
             start * strides[axis],
         )
-    }
-
-    /// Joins tensors along `axis`; see [`concat()`].
-    pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
-        concat(tensors, axis)
     }
 }

@@ -8,6 +8,7 @@
 
 pub(crate) mod accumulate;
 mod composite;
+pub(crate) mod concat;
 pub(crate) mod conv;
 pub(crate) mod custom;
 pub(crate) mod elementwise;
@@ -217,7 +218,7 @@ impl Op {
             Op::Permute(perm) => layout::vjp_permute(cx, perm),
             Op::BroadcastTo => layout::vjp_broadcast(cx),
             Op::Narrow { axis, start } => layout::vjp_narrow(cx, *axis, *start),
-            Op::Concat { axis } => layout::vjp_concat(cx, *axis),
+            Op::Concat { axis } => concat::vjp(cx, *axis),
             Op::IndexSelect { axis, indices } => index::vjp(cx, *axis, indices),
             Op::Cumsum { axis } => scan::vjp(cx, *axis),
             Op::Unfold(win) => unfold::vjp(cx, *win),
@@ -240,7 +241,7 @@ impl Op {
             Op::Permute(perm) => layout::jvp_permute(cx, perm),
             Op::BroadcastTo => layout::jvp_broadcast(cx),
             Op::Narrow { axis, start } => layout::jvp_narrow(cx, *axis, *start),
-            Op::Concat { axis } => layout::jvp_concat(cx, *axis),
+            Op::Concat { axis } => concat::jvp(cx, *axis),
             Op::IndexSelect { axis, indices } => index::jvp(cx, *axis, indices),
             Op::Cumsum { axis } => scan::jvp(cx, *axis),
             Op::Unfold(win) => unfold::jvp(cx, *win),
@@ -270,6 +271,34 @@ impl Op {
             | Op::IndexSelect { .. }
             | Op::Cumsum { .. }
             | Op::Unfold(_) => none(),
+        }
+    }
+
+    /// The adjoint's tangent in one step, where the op has a kernel for
+    /// it (second order): per needed input, what `vjp` on the output
+    /// adjoint's K tangent rows `dot` and `curvature` would return, added,
+    /// in one pass over the rows. None where the op has no such kernel (or
+    /// nothing to fuse): the sweep then runs both rules and adds them.
+    pub fn adjoint_tangent(
+        &self,
+        dot: &Arc<Storage>,
+        cx: &CurvatureCtx,
+    ) -> Result<Option<Contributions>> {
+        match self {
+            Op::Unary(op, p) => elementwise::unary::adjoint_tangent(dot, cx, *op, *p),
+            Op::Binary(_)
+            | Op::Matmul
+            | Op::Sum { .. }
+            | Op::Max { .. }
+            | Op::Reshape
+            | Op::Permute(_)
+            | Op::BroadcastTo
+            | Op::Narrow { .. }
+            | Op::Concat { .. }
+            | Op::IndexSelect { .. }
+            | Op::Cumsum { .. }
+            | Op::Unfold(_)
+            | Op::Custom(..) => Ok(None),
         }
     }
 

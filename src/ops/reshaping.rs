@@ -4,7 +4,8 @@
 //! narrow, index_select ↔ scatter-add), so nothing here has a rule.
 
 use crate::error::{Result, invalid};
-use crate::ops::layout::{check_axis, concat};
+use crate::ops::concat::concat;
+use crate::ops::layout::check_axis;
 use crate::tape::tensor::Tensor;
 
 impl Tensor {

@@ -11,6 +11,7 @@
 
 use std::fmt::Write;
 
+use super::rows;
 use crate::ops::elementwise::codegen::{self, Layout};
 use crate::ops::elementwise::{BinaryOp, Elementwise, ReadMode};
 
@@ -115,41 +116,92 @@ impl RegionRecipe {
         s
     }
 
-    /// The entry point `fused_adjoint`. `accumulate[o]`: output o already
-    /// holds a cotangent to add to.
+    /// The entry point `fused_adjoint`: each output's factor times the
+    /// root's K cotangent rows. `accumulate[o]`: output o already holds a
+    /// cotangent to add to.
     pub fn entry_source(&self, accumulate: &[bool]) -> String {
-        let mut w = String::new();
+        let primaries = self.primaries();
         let reads: Vec<String> = std::iter::once("fused_g".to_string())
             .chain((0..self.layout.operands()).map(|j| format!("fused_s{j}")))
             .collect();
-        let primaries: Vec<usize> = (0..self.outs)
-            .filter(|&o| self.aliases[o].is_none())
-            .collect();
         let writes: Vec<String> = primaries.iter().map(|o| format!("fused_o{o}")).collect();
+        let mut w = String::new();
         codegen::declare(&mut w, &reads, &writes);
+        self.factors(&mut w, "fused_adjoint", &reads[1..]);
+        rows::adjoint(&mut w, accumulate, &primaries);
+        w
+    }
+
+    /// A name that determines the tangent's source: `present[o]`, input o
+    /// leaving the region has a tangent.
+    pub fn tangent_signature(&self, present: &[bool]) -> String {
+        let mut s = self
+            .signature(&[])
+            .replacen("fused_adjoint", "fused_tangent", 1);
+        for &p in present {
+            s.push(if p { 't' } else { '0' });
+        }
+        s
+    }
+
+    /// The entry point `fused_tangent` (forward mode): the root's K tangent
+    /// rows, `Σ_o factor_o ⊙ ṫ_o[k]` over the inputs leaving the region
+    /// that have a tangent (`present[o]`; read at the region's shape).
+    pub fn tangent_source(&self, present: &[bool]) -> String {
+        let reads: Vec<String> = (0..self.layout.operands())
+            .map(|j| format!("fused_s{j}"))
+            .chain(
+                (0..self.outs)
+                    .filter(|&o| present[o])
+                    .map(|o| format!("fused_t{o}")),
+            )
+            .collect();
+        let mut w = String::new();
+        codegen::declare(&mut w, &reads, &["fused_y".to_string()]);
+        self.factors(&mut w, "fused_tangent", &reads[..self.layout.operands()]);
+        // An output sharing its factor with an earlier one reads that one's.
+        let terms: Vec<(usize, usize)> = (0..self.outs)
+            .filter(|&o| present[o])
+            .map(|o| (o, self.aliases[o].unwrap_or(o)))
+            .collect();
+        rows::tangent(&mut w, &terms);
+        w
+    }
+
+    /// The outputs that are bound and written (the others share a buffer).
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.outs)
+            .filter(|&o| self.aliases[o].is_none())
+            .collect()
+    }
+
+    /// The entry point's opening, up to each primary output's factor `e_o`
+    /// per element: the saved values read from `saved` (buffer names),
+    /// every path's product of local derivatives summed.
+    fn factors(&self, w: &mut String, entry: &str, saved: &[String]) {
         // The row loop's specializations (see `launch.rs`). Every
         // invocation reaches its barriers: no early return; reads past the
         // end use the last vec4 (`tc`).
-        w.push_str(
+        let _ = write!(
+            w,
             "override ROW_VEC4S: u32 = 0u;
 override ROWS_K: u32 = 0u;
 @compute @workgroup_size(WG)
-fn fused_adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                 @builtin(num_workgroups) nwg: vec3<u32>) {
+fn {entry}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {{
     let t = linear_id(wid, lid, nwg);
     let live = t * 4u < params.n;
     let tc = min(t, (max(params.n, 1u) - 1u) / 4u);
-",
+"
         );
-        for j in 0..self.layout.operands() {
-            let (var, buffer) = (format!("s{j}"), &reads[1 + j]);
-            self.layout.read(&mut w, j, &var, buffer, "tc");
+        for (j, buffer) in saved.iter().enumerate() {
+            self.layout.read(w, j, &format!("s{j}"), buffer, "tc");
         }
         w.push_str("    let d0 = vec4(1.0);\n");
         for p in 1..self.members.len() {
             let _ = writeln!(w, "    var d{p} = vec4(0.0);");
         }
-        for o in &primaries {
+        for o in self.primaries() {
             let _ = writeln!(w, "    var e{o} = vec4(0.0);");
         }
         // Member p's local derivatives, from its saved values.
@@ -173,76 +225,6 @@ fn fused_adjoint(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
             let factor = &derivatives[t.member][t.operand];
             let _ = writeln!(w, "    {into} += d{} * {factor};", t.member);
         }
-        self.row_loop(&mut w, accumulate, &primaries);
-        w
-    }
-
-    /// The row loop, once per layout: ALIGNED is an override, so the branch
-    /// not taken is compiled out (inside the loop, lavapipe would step
-    /// through the unaligned path's masked loads on every row). `g` (or
-    /// `g0`…`g3`) times each output's factor, into the output at `index`
-    /// (or four rows at index + r·n/4).
-    fn row_loop(&self, w: &mut String, accumulate: &[bool], primaries: &[usize]) {
-        let writes = |index: &str, e: &str, g: &str| -> String {
-            let mut out = String::new();
-            for &o in primaries {
-                let at = format!("fused_o{o}[{index}]");
-                let old = if accumulate[o] {
-                    format!("{at} + ")
-                } else {
-                    String::new()
-                };
-                let _ = writeln!(out, "                {at} = {old}{g} * e{o}{e};");
-            }
-            out
-        };
-        let four: String = (0..4)
-            .map(|r| writes(&format!("j + {r}u * n4"), "", &format!("g{r}")))
-            .collect();
-        // Aligned rows go four at a time: all four loads are issued before
-        // the stores (on lavapipe 1.6× the rate of one row per iteration,
-        // measured on a K-row scaling loop). The K loop's barriers stay
-        // every 8 rows (see row_sync).
-        let _ = write!(
-            w,
-            "    // The row stride and the rows: ROW_VEC4S and ROWS_K when the host
-    // specialized the kernel to them (CPU adapters), else the parameters.
-    let n4 = select(params.n / 4u, ROW_VEC4S, ROW_VEC4S != 0u);
-    let rows_k = select(params.k, ROWS_K, ROWS_K != 0u);
-    var k = 0u;
-    if (ALIGNED) {{
-        for (; k + 4u <= rows_k; k += 4u) {{
-            if (live) {{
-                let j = k * n4 + t;
-                let g0 = fused_g[j];
-                let g1 = fused_g[j + n4];
-                let g2 = fused_g[j + 2u * n4];
-                let g3 = fused_g[j + 3u * n4];
-{four}            }}
-            row_sync(k + 3u, SYNC_ROWS);
-        }}
-        for (; k < rows_k; k++) {{
-            if (live) {{
-                let j = k * n4 + t;
-                let g = fused_g[j];
-{one}            }}
-            row_sync(k, SYNC_ROWS);
-        }}
-    }} else {{
-        for (; k < rows_k; k++) {{
-            for (var c = 0u; c < 4u; c++) {{
-                if (!live || t * 4u + c >= params.n) {{ continue; }}
-                let j = k * params.n + t * 4u + c;
-                let g = fused_g[j / 4u][j % 4u];
-{scalar}            }}
-            row_sync(k, SYNC_ROWS);
-        }}
-    }}
-}}
-",
-            one = writes("j", "", "g"),
-            scalar = writes("j / 4u][j % 4u", "[c]", "g"),
-        );
     }
 }
 
@@ -286,9 +268,9 @@ mod tests {
     }
 
     /// Every unary and binary op, every kind of target and of read, saved
-    /// values shared between members, outputs written and accumulated:
-    /// each composed module parses and validates with naga, and the
-    /// signature tells different recipes apart.
+    /// values shared between members, outputs written and accumulated, and
+    /// the tangent kernels: each composed module parses and validates with
+    /// naga, and the signature tells different recipes apart.
     #[test]
     fn composed_modules_validate() {
         use BinaryOp::*;
@@ -324,6 +306,11 @@ mod tests {
             for accumulate in [[false, false], [true, false], [true, true]] {
                 validate(&source(&recipe, &accumulate));
                 assert!(seen.insert(recipe.signature(&accumulate)));
+            }
+            // The tangent (forward mode), with one or both inputs' tangents.
+            for present in [[true, true], [true, false], [false, true]] {
+                validate(&format!("{PRELUDE}\n{}", recipe.tangent_source(&present)));
+                assert!(seen.insert(recipe.tangent_signature(&present)));
             }
         }
         // A member whose inputs are untracked, and one with no saved values.

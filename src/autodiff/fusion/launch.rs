@@ -1,13 +1,18 @@
-//! Runs a fused adjoint region (`kernel.rs` writes its kernel): allocates
-//! or takes over the outputs, records one dispatch for all K rows, then
-//! sums each output over the axes its input was broadcast along (the
-//! adjoint of broadcasting), as an unfused binary op does.
+//! Runs a fused region (`kernel.rs` writes its kernels). The adjoint:
+//! allocates or takes over the outputs, records one dispatch for all K
+//! rows, then sums each output over the axes its input was broadcast along
+//! (the adjoint of broadcasting), as an unfused binary op does. The tangent
+//! (forward mode): the root's K tangent rows from the tangents of the
+//! inputs leaving the region, one dispatch, a broadcast input's rows
+//! expanded to the region's shape first.
 
 use std::sync::Arc;
 
+use crate::autodiff::fusion::grow::Region;
 use crate::autodiff::fusion::kernel::RegionRecipe;
 use crate::error::Result;
 use crate::ops::elementwise::codegen::Composed;
+use crate::ops::layout::broadcast_rows;
 use crate::ops::reduce::sum_to;
 use crate::runtime::device::Device;
 use crate::runtime::kernels::flag;
@@ -18,12 +23,10 @@ use crate::shape::numel;
 pub(crate) struct Launch<'a> {
     pub dev: &'a Device,
     pub recipe: &'a RegionRecipe,
-    /// Cotangent rows.
+    /// Rows (cotangents, or tangents).
     pub k: usize,
     /// The region's shape (every member's output).
     pub shape: &'a [usize],
-    /// The root's cotangent, `[k, *shape]`.
-    pub g: &'a Storage,
     /// The recipe's saved values, with their shapes.
     pub saved: &'a [(Arc<Storage>, Vec<usize>)],
     /// Each member's scalar parameter.
@@ -32,12 +35,29 @@ pub(crate) struct Launch<'a> {
     pub out_shapes: &'a [Vec<usize>],
 }
 
+impl<'a> Launch<'a> {
+    /// A run of `region`, rooted at a node of `shape`, over `k` rows.
+    pub fn of(dev: &'a Device, region: &'a Region, k: usize, shape: &'a [usize]) -> Launch<'a> {
+        Launch {
+            dev,
+            recipe: &region.recipe,
+            k,
+            shape,
+            saved: &region.saved,
+            scalars: &region.scalars,
+            out_shapes: &region.external_shapes,
+        }
+    }
+}
+
 /// Runs a region's adjoint. `accumulators[o]`: output o's cotangent so
 /// far, where the scheduler hands it over (only for inputs of the region's
 /// shape); it is added to in place. Returns each output's contribution at
 /// its input's shape (the accumulator, where one was given).
+/// `g` is the root's cotangent, `[k, *shape]`.
 pub(crate) fn run(
     launch: &Launch,
+    g: &Storage,
     accumulators: Vec<Option<Arc<Storage>>>,
 ) -> Result<Vec<Arc<Storage>>> {
     let Launch { dev, k, shape, .. } = *launch;
@@ -59,7 +79,7 @@ pub(crate) fn run(
             .filter(|(_, a)| a.is_none())
             .map(|(o, _)| &**o)
             .collect();
-        dispatch(launch, n, &accumulate, &primaries);
+        dispatch(launch, g, n, &accumulate, &primaries);
     }
     outs.into_iter()
         .zip(launch.out_shapes)
@@ -67,14 +87,63 @@ pub(crate) fn run(
         .collect()
 }
 
-fn dispatch(launch: &Launch, n: usize, accumulate: &[bool], outs: &[&Storage]) {
-    let (dev, recipe) = (launch.dev, launch.recipe);
-    let shapes: Vec<&[usize]> = launch.saved.iter().map(|(_, s)| s.as_slice()).collect();
-    let params = (recipe.layout()).params(launch.shape, launch.k, &shapes, launch.scalars);
-    let buffers: Vec<&Storage> = std::iter::once(launch.g)
+fn dispatch(launch: &Launch, g: &Storage, n: usize, accumulate: &[bool], outs: &[&Storage]) {
+    let recipe = launch.recipe;
+    let buffers: Vec<&Storage> = std::iter::once(g)
         .chain(launch.saved.iter().map(|(s, _)| &**s))
         .chain(outs.iter().copied())
         .collect();
+    let name = recipe.signature(accumulate);
+    let kernel = Composed {
+        name: &name,
+        entry: "fused_adjoint",
+        reads: 1 + launch.saved.len(),
+        writes: outs.len(),
+        entry_source: &|| recipe.entry_source(accumulate),
+    };
+    record(launch, &kernel, &buffers, n);
+}
+
+/// The root's K tangent rows, `Σ_o factor_o ⊙ ṫ_o[k]`, from the tangents of
+/// the inputs leaving the region (`tangents[o]`, None: zero; of each
+/// input's shape, `launch.out_shapes[o]`).
+pub(crate) fn tangent(launch: &Launch, tangents: &[Option<Arc<Storage>>]) -> Result<Arc<Storage>> {
+    let Launch { dev, k, shape, .. } = *launch;
+    let n = numel(shape);
+    let result = dev.alloc("fused tangent", k * n)?;
+    let present: Vec<bool> = tangents.iter().map(Option::is_some).collect();
+    let mut rows = Vec::with_capacity(tangents.len());
+    for (t, from) in tangents.iter().zip(launch.out_shapes) {
+        let Some(t) = t else { continue };
+        rows.push(match from.as_slice() == shape {
+            true => t.clone(),
+            false => Arc::new(broadcast_rows(dev, t, k, from, shape)?),
+        });
+    }
+    if !dev.is_dry_run() {
+        let recipe = launch.recipe;
+        let buffers: Vec<&Storage> = (launch.saved.iter().map(|(s, _)| &**s))
+            .chain(rows.iter().map(|r| &**r))
+            .chain(std::iter::once(&result))
+            .collect();
+        let name = recipe.tangent_signature(&present);
+        let kernel = Composed {
+            name: &name,
+            entry: "fused_tangent",
+            reads: launch.saved.len() + rows.len(),
+            writes: 1,
+            entry_source: &|| recipe.tangent_source(&present),
+        };
+        record(launch, &kernel, &buffers, n);
+    }
+    Ok(Arc::new(result))
+}
+
+/// Records one dispatch of a region's kernel over `n` elements and K rows.
+fn record(launch: &Launch, kernel: &Composed, buffers: &[&Storage], n: usize) {
+    let dev = launch.dev;
+    let shapes: Vec<&[usize]> = launch.saved.iter().map(|(_, s)| s.as_slice()).collect();
+    let params = (launch.recipe.layout()).params(launch.shape, launch.k, &shapes, launch.scalars);
     // On CPU adapters the kernel is specialized to the row length and the
     // number of rows: with the stride and the trip count constants, LLVM
     // unrolls the row loop and lavapipe streams the rows faster (W2's
@@ -90,13 +159,5 @@ fn dispatch(launch: &Launch, n: usize, accumulate: &[bool], outs: &[&Storage]) {
         ("ROW_VEC4S", row_vec4s),
         ("ROWS_K", rows_k),
     ];
-    let name = recipe.signature(accumulate);
-    let kernel = Composed {
-        name: &name,
-        entry: "fused_adjoint",
-        reads: 1 + launch.saved.len(),
-        writes: outs.len(),
-        entry_source: &|| recipe.entry_source(accumulate),
-    };
-    kernel.dispatch(dev, Some(launch.k), &constants, &params, &buffers, n);
+    kernel.dispatch(dev, Some(launch.k), &constants, &params, buffers, n);
 }

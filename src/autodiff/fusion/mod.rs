@@ -17,9 +17,10 @@
 //! their consumers are all members, in plan order, so that by the time a
 //! node is examined every consumer it has has been decided.
 
-mod grow;
+pub(crate) mod grow;
 pub(crate) mod kernel;
 pub(crate) mod launch;
+mod rows;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

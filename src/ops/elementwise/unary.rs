@@ -75,6 +75,18 @@ const ADJOINT: RowKernel = RowKernel::new(
     "unary_adjoint_synced",
     &[(1, Access::Read), (2, Access::Write), (3, Access::Read)],
 );
+const SECOND: RowKernel = RowKernel::new(
+    &UNARY,
+    "unary_second",
+    "unary_second_synced",
+    &[
+        (1, Access::Read),
+        (2, Access::Write),
+        (3, Access::Read),
+        (4, Access::Read),
+        (5, Access::Read),
+    ],
+);
 const CURVATURE: RowKernel = RowKernel::new(
     &UNARY,
     "unary_curvature",
@@ -232,6 +244,33 @@ pub(crate) fn curvature(cx: &CurvatureCtx, op: UnaryOp, p: f32) -> Result<Contri
     cx.dev
         .dispatch_rows(&CURVATURE, cx.k, &constants, &params, &buffers, groups);
     Ok(vec![Some(Arc::new(out))])
+}
+
+/// The adjoint's tangent of K directions in one dispatch:
+/// `ẏ̄[k]·f'(s) + ẋ[k]·ȳ·f''(s)`, where the op has a second derivative and
+/// its input a tangent; None otherwise (then the plain adjoint is all).
+pub(crate) fn adjoint_tangent(
+    dot: &Arc<Storage>,
+    cx: &CurvatureCtx,
+    op: UnaryOp,
+    p: f32,
+) -> Result<Option<Contributions>> {
+    let (Some(t), true, true) = (&cx.tangents[0], cx.needs[0], has_curvature(op)) else {
+        return Ok(None);
+    };
+    let n = numel(cx.out_shape);
+    let out = cx.dev.alloc("unary adjoint tangent", cx.k * n)?;
+    let saved = cx.saved.first().unwrap_or(t);
+    let constants = [
+        ("UNARY_OP", op as u32 as f64),
+        ("ALIGNED", flag(n.is_multiple_of(4))),
+    ];
+    let params = Params::new(n, cx.k).scalar(p);
+    let groups = groups_for(n.div_ceil(4) as u64);
+    let buffers = [&**dot, &out, saved, cx.ybar, t];
+    cx.dev
+        .dispatch_rows(&SECOND, cx.k, &constants, &params, &buffers, groups);
+    Ok(Some(vec![Some(Arc::new(out))]))
 }
 
 impl Tensor {

@@ -138,12 +138,16 @@ pub(super) fn gemm(
             .zip(batch)
             .all(|((want, got), &d)| d == 1 || want == got);
     if z > 1 && invariant(b) && stacked {
-        let rows = Operand::plain(a.buf, p, vec![]);
+        // One product of z·m rows, itself narrow or not.
+        let rows = Operand {
+            batch_strides: vec![],
+            ..a.clone()
+        };
         let b = Operand {
             batch_strides: vec![],
-            ..*b
+            ..b.clone()
         };
-        return gemm_launch(dev, &[], (z * m, n, p), &rows, &b, Layout::Plain);
+        return gemm(dev, &[], (z * m, n, p), &rows, &b);
     }
     gemm_launch(dev, batch, (m, n, p), a, b, Layout::Plain)
 }

@@ -1,0 +1,107 @@
+//! The row loops of a region's kernels (`kernel.rs` writes the rest): the
+//! per-element factors are computed once, then applied to each of the K
+//! rows. One frame for both: ALIGNED is an override, so the branch not
+//! taken is compiled out (inside the loop, lavapipe would step through the
+//! unaligned path's masked loads on every row); aligned rows go four at a
+//! time, all four loads issued before the stores (on lavapipe 1.6× the
+//! rate of one row per iteration, measured on a K-row scaling loop); the K
+//! loop's barriers stay every 8 rows (see row_sync).
+
+use std::fmt::Write;
+
+/// The adjoint's rows: the root's cotangent row `g` times each primary
+/// output's factor, into that output (`accumulate[o]`: added to it).
+pub(super) fn adjoint(w: &mut String, accumulate: &[bool], primaries: &[usize]) {
+    let stores = |index: &str, e: &str, g: &str| -> String {
+        let mut out = String::new();
+        for &o in primaries {
+            let at = format!("fused_o{o}[{index}]");
+            let old = if accumulate[o] {
+                format!("{at} + ")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "                {at} = {old}{g} * e{o}{e};");
+        }
+        out
+    };
+    let four = format!(
+        "                let g0 = fused_g[j];
+                let g1 = fused_g[j + n4];
+                let g2 = fused_g[j + 2u * n4];
+                let g3 = fused_g[j + 3u * n4];
+{}",
+        (0..4)
+            .map(|r| stores(&format!("j + {r}u * n4"), "", &format!("g{r}")))
+            .collect::<String>()
+    );
+    let one = format!(
+        "                let g = fused_g[j];\n{}",
+        stores("j", "", "g")
+    );
+    let scalar = format!(
+        "                let g = fused_g[j / 4u][j % 4u];\n{}",
+        stores("j / 4u][j % 4u", "[c]", "g")
+    );
+    frame(w, &four, &one, &scalar);
+}
+
+/// The tangent's rows: `Σ factor ⊙ ṫ[k]` into the root's tangent, for each
+/// `(o, f)` of `terms`: input o's tangent rows (`fused_t{o}`) times the
+/// factor of output f (o's own, or the one it shares).
+pub(super) fn tangent(w: &mut String, terms: &[(usize, usize)]) {
+    let sum = |index: &str, e: &str| -> String {
+        let parts: Vec<String> = (terms.iter())
+            .map(|(o, f)| format!("fused_t{o}[{index}] * e{f}{e}"))
+            .collect();
+        let zero = if e.is_empty() { "vec4(0.0)" } else { "0.0" };
+        match parts.is_empty() {
+            true => format!("fused_y[{index}] = {zero};"),
+            false => format!("fused_y[{index}] = {};", parts.join(" + ")),
+        }
+    };
+    let four: String = (0..4)
+        .map(|r| format!("                {}\n", sum(&format!("j + {r}u * n4"), "")))
+        .collect();
+    let one = format!("                {}\n", sum("j", ""));
+    let scalar = format!("                {}\n", sum("j / 4u][j % 4u", "[c]"));
+    frame(w, &four, &one, &scalar);
+}
+
+/// The K loop around a row's body: `four` for four aligned rows from
+/// vec4 `j`, `one` for one aligned row at `j`, `scalar` for element `c` of
+/// an unaligned row at flat index `j`. Closes the entry point.
+fn frame(w: &mut String, four: &str, one: &str, scalar: &str) {
+    let _ = write!(
+        w,
+        "    // The row stride and the rows: ROW_VEC4S and ROWS_K when the host
+    // specialized the kernel to them (CPU adapters), else the parameters.
+    let n4 = select(params.n / 4u, ROW_VEC4S, ROW_VEC4S != 0u);
+    let rows_k = select(params.k, ROWS_K, ROWS_K != 0u);
+    var k = 0u;
+    if (ALIGNED) {{
+        for (; k + 4u <= rows_k; k += 4u) {{
+            if (live) {{
+                let j = k * n4 + t;
+{four}            }}
+            row_sync(k + 3u, SYNC_ROWS);
+        }}
+        for (; k < rows_k; k++) {{
+            if (live) {{
+                let j = k * n4 + t;
+{one}            }}
+            row_sync(k, SYNC_ROWS);
+        }}
+    }} else {{
+        for (; k < rows_k; k++) {{
+            for (var c = 0u; c < 4u; c++) {{
+                if (!live || t * 4u + c >= params.n) {{ continue; }}
+                let j = k * params.n + t * 4u + c;
+{scalar}            }}
+            row_sync(k, SYNC_ROWS);
+        }}
+    }}
+}}
+"
+    );
+}
