@@ -5,7 +5,11 @@
 //! - the gradient of a loss on the final field with respect to the initial
 //!   field (`backward`), and a few steps of gradient descent on it;
 //! - K = 8 sensitivities of the final field at once (`vjp_batched`: one
-//!   adjoint dispatch per step for all 8), checked against 8 single VJPs.
+//!   adjoint dispatch per step for all 8), checked against 8 single VJPs;
+//! - the step is linear in u, declared with `linear()`: forward mode then
+//!   runs it on tangent rows, so the response of the final field to a
+//!   perturbation of the initial one is one `jvp` (checked against the
+//!   VJPs: ⟨u, J·t⟩ = ⟨Jᵀ·u, t⟩).
 //!
 //! `tests/custom_op.rs` checks the same op with `gradcheck`.
 
@@ -34,6 +38,7 @@ fn main() -> Result<()> {
     let step = CustomOp::builder("diffusion_step")
         .forward(FORWARD)
         .adjoint(ADJOINT)
+        .linear()
         .build(&dev)?;
 
     // A bump at a quarter of the domain; the target is a wider bump at the
@@ -106,5 +111,28 @@ fn main() -> Result<()> {
         t_loop.as_secs_f64() * 1e3
     );
     println!("initial points each probe depends on (|∂u_T[p]/∂u0| > 1e-6): {reach:?}");
+
+    // Forward mode: how the final field responds to a perturbation t of the
+    // initial one, J·t, in one jvp through the 100 linear steps.
+    let t_pert: Vec<f32> = bump(N as f32 / 3.0, 4.0);
+    let jt = pullback::jvp(&[&u_t], &[&u0], &[&dev.tensor(&t_pert, &[N])?])?[0].to_vec()?;
+    // ⟨e_p, J·t⟩ = ⟨Jᵀ·e_p, t⟩ for each probe p (the VJP rows above).
+    let mut transpose_gap = 0.0f32;
+    for (k, &p) in probes.iter().enumerate() {
+        let row = &batched[k * N..(k + 1) * N];
+        let back: f32 = row.iter().zip(&t_pert).map(|(a, b)| a * b).sum();
+        transpose_gap = transpose_gap.max((jt[p] - back).abs());
+    }
+    let peak = jt
+        .iter()
+        .enumerate()
+        .fold((0, 0.0f32), |m, (i, &v)| if v > m.1 { (i, v) } else { m });
+    println!(
+        "jvp: the perturbation at {} arrives at {} with height {:.3}; \
+         |<e_p, J·t> − <J^T·e_p, t>| at most {transpose_gap:.2e}",
+        N / 3,
+        peak.0,
+        peak.1
+    );
     Ok(())
 }
