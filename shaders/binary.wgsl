@@ -40,13 +40,16 @@ const DROP_WHERE: u32 = 13u;
 @group(0) @binding(4) var<storage, read> binary_rhs: array<vec4<f32>>;         // b
 @group(0) @binding(5) var<storage, read_write> binary_dst2: array<vec4<f32>>;  // gb [K, n]
 // Forward mode and second order: the tangent rows of a and b, each [K, n] at
-// the output's shape (the host expands a broadcast operand's rows), at
-// bindings 1 (binary_g) and 6; ȳ, one row at the output's shape, at 7.
+// the output's shape, at bindings 1 (binary_g) and 6; ȳ, one row at the
+// output's shape, at 7. With TANGENT_OWN (ALIGNED, no operand read
+// STRIDED) a broadcast operand's rows are [K, *its shape], each read
+// through its mode as its values are; without, the host expanded them.
 @group(0) @binding(6) var<storage, read> binary_tb: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> binary_ybar: array<vec4<f32>>;
 // Which operands have a tangent (the others' are zero).
 override TANGENT_A: bool = true;
 override TANGENT_B: bool = true;
+override TANGENT_OWN: bool = false;
 
 fn mask(c: vec4<bool>) -> vec4<f32> { return select(vec4(0.0), vec4(1.0), c); }
 
@@ -238,14 +241,38 @@ fn binary_adjoint_synced(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     }
 }
 
+// Row k of a's tangent behind output elements 4t..4t+3 (ALIGNED).
+fn binary_ta_row(k: u32, t: u32) -> vec4<f32> {
+    let n4 = params.n / 4u;
+    let size = dim(3u, 0u);
+    if (TANGENT_OWN && A_MODE == SUFFIX) { return binary_g[k * (size / 4u) + t % (size / 4u)]; }
+    if (TANGENT_OWN && A_MODE == PREFIX) {
+        let o = k * (params.n / size) + t * 4u / size;
+        return vec4(binary_g[o / 4u][o % 4u]);
+    }
+    return binary_g[k * n4 + t];
+}
+
+// Row k of b's tangent behind output elements 4t..4t+3 (ALIGNED).
+fn binary_tb_row(k: u32, t: u32) -> vec4<f32> {
+    let n4 = params.n / 4u;
+    let size = dim(3u, 1u);
+    if (TANGENT_OWN && B_MODE == SUFFIX) { return binary_tb[k * (size / 4u) + t % (size / 4u)]; }
+    if (TANGENT_OWN && B_MODE == PREFIX) {
+        let o = k * (params.n / size) + t * 4u / size;
+        return vec4(binary_tb[o / 4u][o % 4u]);
+    }
+    return binary_tb[k * n4 + t];
+}
+
 // The tangent of K directions: ẏ[k] = da·ȧ[k] + db·ḃ[k], written to binary_dst.
 fn binary_tangent_row(k: u32, t: u32, da: vec4<f32>, db: vec4<f32>) {
     let n = params.n;
     if (ALIGNED) {
         let j = k * (n / 4u) + t;
         var v = vec4(0.0);
-        if (TANGENT_A) { v += binary_g[j] * da; }
-        if (TANGENT_B) { v += binary_tb[j] * db; }
+        if (TANGENT_A) { v += binary_ta_row(k, t) * da; }
+        if (TANGENT_B) { v += binary_tb_row(k, t) * db; }
         binary_dst[j] = v;
         return;
     }
@@ -327,8 +354,8 @@ fn binary_curvature_row(k: u32, t: u32, d2: array<vec4<f32>, 3>) {
         let j = k * (n / 4u) + t;
         var ta = vec4(0.0);
         var tb = vec4(0.0);
-        if (TANGENT_A) { ta = binary_g[j]; }
-        if (TANGENT_B) { tb = binary_tb[j]; }
+        if (TANGENT_A) { ta = binary_ta_row(k, t); }
+        if (TANGENT_B) { tb = binary_tb_row(k, t); }
         if (NEED_A) { binary_dst[j] = d2[0] * ta + d2[1] * tb; }
         if (NEED_B) { binary_dst2[j] = d2[1] * ta + d2[2] * tb; }
         return;

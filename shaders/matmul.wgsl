@@ -32,12 +32,13 @@ fn b_column(z: u32, bj: u32, n_in: u32) -> u32 {
 // Stores element (i, j) of batch entry g.z's product. C is [*batch, M, N_IN],
 // contiguous; with x2 set, this product is the transpose of the one asked
 // for (a narrow product computed as Cᵀ = Bᵀ·Aᵀ so that its many rows fill
-// the tiles' columns; no batch): store Cᵀ.
+// the tiles' columns; per batch entry where the batch is folded into the
+// columns): store each entry's Cᵀ, [N_IN, M].
 fn store_c(g: Gemm, i: u32, j: u32, v: f32) {
+    let zj = g.z + j / g.n_in;
     if (params.x2 != 0u) {
-        c_buf[j * g.m + i] = v;
+        c_buf[(zj * g.n_in + j % g.n_in) * g.m + i] = v;
     } else {
-        let zj = g.z + j / g.n_in;
         c_buf[(zj * g.m + i) * g.n_in + j % g.n_in] = v;
     }
 }

@@ -167,14 +167,16 @@ fn matmul_lanes(@builtin(workgroup_id) wid: vec3<u32>,
     }
     if (j < n) {
         // C is [*batch, M, N_IN], contiguous; or, with x2 set, this product
-        // is the transpose of the one asked for (no batch: the host swapped
-        // the operands of a narrow product, C = A·B with few columns being
+        // is the transpose of the one asked for (the host swapped the
+        // operands of a narrow product, C = A·B with few columns being
         // computed as Cᵀ = Bᵀ·Aᵀ, whose many columns fill the lanes): store
-        // Cᵀ. A parameter, not an override: one pipeline fewer to compile.
-        var out = (z + j / n_in) * m * n_in + j % n_in;
+        // each batch entry's Cᵀ, [N_IN, M]. A parameter, not an override:
+        // one pipeline fewer to compile.
+        let zj = z + j / n_in;
+        var out = zj * m * n_in + j % n_in;
         var row_stride = n_in;
         if (params.x2 != 0u) {
-            out = j * m;
+            out = (zj * n_in + j % n_in) * m;
             row_stride = 1u;
         }
         store_rows(&acc0, row0, m, out, row_stride);

@@ -471,11 +471,24 @@ impl Mlp {
 /// H·v within 1e-4 of its largest element.
 #[test]
 fn an_mlp_s_hvp_matches_float64() {
-    let (mlp, params) = Mlp::new("mlp hvp", (8, 5, 6, 3));
+    mlp_hvp_matches_float64("mlp hvp", (8, 5, 6, 3));
+}
+
+/// The same with a classifier head of 3 classes on 24 hidden units, the
+/// shapes real models have: the head's curvature terms are narrow batched
+/// products (computed transposed, the batch folded into the columns) and
+/// the hidden bias's tangent rows are read at their own shape.
+#[test]
+fn an_mlp_with_a_narrow_head_s_hvp_matches_float64() {
+    mlp_hvp_matches_float64("mlp hvp narrow head", (16, 8, 24, 3));
+}
+
+fn mlp_hvp_matches_float64(name: &str, dims: (usize, usize, usize, usize)) {
+    let (mlp, params) = Mlp::new(name, dims);
     let (ps, loss) = mlp.gpu(&params);
     let refs: Vec<&Tensor> = ps.iter().collect();
     let k = 4;
-    let mut r = rng(seed_of("mlp hvp directions"));
+    let mut r = rng(seed_of(&format!("{name} directions")));
     let total = params.len();
     let v = sample(&mut r, k * total, COTANGENT);
     // Direction rows per parameter: [K, *shape].

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod modes;
 pub mod small_graph;
 pub mod workloads;
 

@@ -54,7 +54,17 @@ pub(crate) fn sweep(
         if !step.needs.contains(&true) {
             continue;
         }
-        let vjp = |k: usize, g: &Arc<Storage>| {
+        // ȳ is read only by the curvature rules of ops: a leaf's (a
+        // parameter's gradient) is never formed.
+        let primal_needs: Vec<bool> = (inputs.iter().zip(&step.needs))
+            .map(|(i, &need)| {
+                need && i
+                    .node
+                    .as_ref()
+                    .is_some_and(|m| matches!(m.kind, NodeKind::Op { .. }))
+            })
+            .collect();
+        let vjp = |k: usize, g: &Arc<Storage>, needs: &[bool]| {
             op.vjp(&VjpCtx {
                 dev,
                 k,
@@ -62,7 +72,7 @@ pub(crate) fn sweep(
                 out_shape: &node.shape,
                 inputs,
                 saved,
-                needs: &step.needs,
+                needs,
                 per_example: &[],
             })
         };
@@ -76,7 +86,9 @@ pub(crate) fn sweep(
         };
         let mut dot = dot;
         if let Some(ybar) = &ybar {
-            add(&mut adjoints, 1, vjp(1, ybar)?)?;
+            if primal_needs.contains(&true) {
+                add(&mut adjoints, 1, vjp(1, ybar, &primal_needs)?)?;
+            }
             let given: Vec<Option<Arc<Storage>>> = (inputs.iter())
                 .map(|i| i.node.as_ref().and_then(|m| tangents.get(m.key()).cloned()))
                 .collect();
@@ -106,7 +118,7 @@ pub(crate) fn sweep(
             }
         }
         if let Some(dot) = &dot {
-            add(&mut dots, k, vjp(k, dot)?)?;
+            add(&mut dots, k, vjp(k, dot, &step.needs)?)?;
         }
     }
     Ok(plan

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use crate::error::{Result, invalid};
+use crate::ops::elementwise::ReadMode;
 use crate::ops::elementwise::binary::{BinaryOp, broadcast_params, read_constants};
 use crate::ops::fill::fill;
 use crate::ops::layout::broadcast_rows;
@@ -49,8 +50,18 @@ const CURVATURE: RowKernel = RowKernel::new(
     ],
 );
 
+/// Whether the kernels read a broadcast operand's tangent rows at its own
+/// shape (`TANGENT_OWN`): aligned, and each operand read by a mode the
+/// row loop can index (a bias row, a column) rather than by strides.
+/// Saves expanding the rows (W7's bias: 0.9 ms of 24 on lavapipe).
+fn rows_own(inputs: &[Input], out: &[usize]) -> bool {
+    numel(out).is_multiple_of(4)
+        && (inputs.iter()).all(|i| ReadMode::of(&i.shape, out).0 != ReadMode::Strided)
+}
+
 /// The K tangent rows of each operand that carries one (where_cond's mask
-/// carries none), at the output's shape.
+/// carries none), at the output's shape unless the kernel reads them at
+/// their own ([`rows_own`]).
 fn rows_at_output(
     dev: &Device,
     op: BinaryOp,
@@ -59,11 +70,12 @@ fn rows_at_output(
     inputs: &[Input],
     out: &[usize],
 ) -> Result<[Option<Arc<Storage>>; 2]> {
+    let own = rows_own(inputs, out);
     let mut rows = [None, None];
     for (i, row) in rows.iter_mut().enumerate() {
         if let Some(t) = tangents[i].as_ref().filter(|_| !op.no_gradient(i)) {
             let shape = &inputs[i].shape;
-            *row = Some(if shape.as_slice() == out {
+            *row = Some(if own || shape.as_slice() == out {
                 t.clone()
             } else {
                 Arc::new(broadcast_rows(dev, t, k, shape, out)?)
@@ -88,6 +100,7 @@ fn constants(
         ("TANGENT_B", flag(tangents[1])),
         ("NEED_A", flag(needs[0])),
         ("NEED_B", flag(needs[1])),
+        ("TANGENT_OWN", flag(rows_own(inputs, out))),
     ]);
     constants
 }
