@@ -9,8 +9,11 @@
 //! Mesa's shader cache disabled: `Device::new()` and the first W3 step,
 //! pipelines included), then W1–W5, W9 (a small graph's host cost),
 //! matmul and readback with ms, GB/s or GFLOP/s, the fraction of the ceiling, batched/looped ratios and peak
-//! bytes, and a K sweep (W2 at K = 1…256, the W5 Jacobian at 64…1024 rows)
-//! as ms per cotangent next to the looped cost, also drawn as an SVG chart.
+//! bytes; forward mode and second order (W7 Hessian-vector products, W8
+//! `jvp_batched`, the tall Jacobian in both modes: `modes.rs`); and a K
+//! sweep (W2 at K = 1…256, the W5 Jacobian at 64…1024 rows, W7 at K =
+//! 1…64, W8 at K = 1…256) as ms per cotangent, tangent or direction next
+//! to the looped cost, also drawn as an SVG chart.
 //! `--json` writes every figure to a file so runs can be compared. The
 //! workloads are the benches' own (`benches/common/workloads.rs`); the
 //! criterion benches give the detailed statistics, this the overview, each
@@ -19,6 +22,7 @@
 #[path = "../../benches/common/mod.rs"]
 mod common;
 mod gpu;
+mod modes;
 mod report;
 
 use std::time::Instant;
@@ -29,7 +33,7 @@ use common::{median_secs, values};
 use pullback::Device;
 use report::{Report, Sweep, draw};
 
-fn ms(reps: usize, f: &dyn Fn()) -> f64 {
+pub fn ms(reps: usize, f: &dyn Fn()) -> f64 {
     median_secs(reps, f) * 1e3
 }
 
@@ -237,6 +241,8 @@ fn main() {
     );
     r.add("W5", "passes under that budget", passes as f64, "");
 
+    modes::sections(&dev, &mut r);
+
     r.section("Readback: to_vec of [64, 2^16]");
     let rb = dev.tensor(&values(W2_K * W2_N, 5), &[W2_K, W2_N]).unwrap();
     let rb_ms = r.add(
@@ -259,7 +265,8 @@ fn main() {
     );
 
     r.section("K sweep (ms per cotangent)");
-    let sweep = k_sweep(&dev, &mut r);
+    let mut sweep = k_sweep(&dev, &mut r);
+    sweep.series.extend(modes::k_sweep(&dev, &mut r));
     if let Err(e) = draw(&sweep, &svg_path, &info.name) {
         println!("  (chart not drawn: {e})");
     } else {

@@ -69,20 +69,26 @@ pub fn draw(sweep: &Sweep, path: &str, adapter: &str) -> Result<(), Box<dyn std:
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("ms per cotangent vs K — {adapter}"),
-            ("sans-serif", 20),
-        )
+        .caption(format!("ms per row vs K — {adapter}"), ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d((1f64..1024f64).log_scale(), (lo..hi).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc("K (cotangents; W5: rows = n)")
+        .x_desc("K (cotangents, tangents or directions; W5: rows = n)")
         .y_desc("ms per cotangent")
         .draw()?;
-    let colors = [BLUE, RED, GREEN, MAGENTA];
+    let colors = [
+        BLUE,
+        RED,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(230, 140, 0),
+        RGBColor(120, 60, 160),
+    ];
     for ((name, points), color) in sweep.series.iter().zip(colors) {
         let pts: Vec<(f64, f64)> = points.iter().map(|&(k, v)| (k as f64, v)).collect();
         chart
