@@ -3,9 +3,12 @@
 //! and diamonds form), over a region of shape [r, c] with r, c in
 //! {1, 3, 7, 33, 257}, with operands broadcast from [c], [r, 1] and [].
 //! Some inputs are never used. K is random in 1..=9. The program runs on
-//! the device (forward, then one `vjp_batched`); `tape.rs` holds the same
-//! ops in f64, forward and reverse, written here for the test and never
-//! used by the engine. A failure shrinks to a minimal program and prints it.
+//! the device (forward, then one `vjp_batched`, one `jvp_batched` and one
+//! `hvp_batched`, each with K rows); `tape.rs` holds the same ops in f64,
+//! forward and reverse, `tangent.rs` their tangents and `second.rs` the
+//! second-order sweep (`modes.rs` compares them), written here for the
+//! test and never used by the engine. A failure shrinks to a minimal
+//! program and prints it.
 //!
 //! Ops: every unary op (log, sqrt, powf 1.5, log1p and rsqrt of a positive
 //! value σ(x) + ½; exp and expm1 of tanh(x); sin and cos of values up to
@@ -52,8 +55,11 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod modes;
 mod ops;
 mod reverse;
+mod second;
+mod tangent;
 mod tape;
 
 use common::*;
@@ -88,7 +94,7 @@ struct Step {
 }
 
 #[derive(Clone, Debug)]
-struct Program {
+pub(crate) struct Program {
     r: usize,
     c: usize,
     k: usize,
@@ -117,7 +123,7 @@ fn program() -> impl Strategy<Value = Program> {
 
 /// The device values and the tape, index for index; `exact` holds the
 /// f64 program's values.
-struct Both {
+pub(crate) struct Both {
     tape: Tape,
     exact: Vec<H>,
     dv: Vec<Tensor>,
@@ -192,13 +198,19 @@ impl Both {
 struct Worst {
     forward: f64,
     gradient: f64,
+    tangent: f64,
+    hvp: f64,
     /// Device output against the exact f64 program (not asserted).
     end_to_end: f64,
 }
 
 /// Err(what) when `got` differs from `want` by more than `tol(e)`; else
 /// the worst error as a fraction of its tolerance.
-fn compare(got: &[f64], want: &[f64], tol: impl Fn(usize) -> f64) -> Result<f64, String> {
+pub(crate) fn compare(
+    got: &[f64],
+    want: &[f64],
+    tol: impl Fn(usize) -> f64,
+) -> Result<f64, String> {
     let mut worst = 0.0f64;
     for (e, (&gv, &w)) in got.iter().zip(want).enumerate() {
         let t = tol(e) + 1e-30;
@@ -330,6 +342,9 @@ fn check(p: &Program) -> Result<Worst, String> {
             worst.gradient = worst.gradient.max(w);
         }
     }
+    let (tangent, hvp) = modes::check(p, &g, &leaves, &device, &ops, &mut rs)?;
+    worst.tangent = tangent;
+    worst.hvp = hvp;
     Ok(worst)
 }
 
@@ -389,15 +404,17 @@ fn random_graphs_match_float64() {
         worst.set(Worst {
             forward: o.forward.max(w.forward),
             gradient: o.gradient.max(w.gradient),
+            tangent: o.tangent.max(w.tangent),
+            hvp: o.hvp.max(w.hvp),
             end_to_end: o.end_to_end.max(w.end_to_end),
         });
         Ok(())
     });
     let w = worst.get();
     eprintln!(
-        "{cases} programs; worst error as a fraction of its tolerance: forward {:.3}, gradients {:.3}; \
-         end-to-end gap (not asserted) {:.1}",
-        w.forward, w.gradient, w.end_to_end
+        "{cases} programs; worst error as a fraction of its tolerance: forward {:.3}, gradients {:.3}, \
+         tangents {:.3}, H·v {:.3}; end-to-end gap (not asserted) {:.1}",
+        w.forward, w.gradient, w.tangent, w.hvp, w.end_to_end
     );
     if let Err(e) = result {
         panic!("{e}");

@@ -36,9 +36,24 @@ fn adjoint_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let th = tanh(clamp(v, -15.0, 15.0));
     c[t] = g[t] * (th + v * (1.0 - th * th));
 }";
+        // Forward mode: ẏ = (tanh x + x(1 − tanh² x))·ẋ, K rows.
+        let tangent = "
+@group(0) @binding(1) var<storage, read> tx: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ty: array<f32>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@compute @workgroup_size(64)
+fn tangent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) li: u32) {
+    let t = pb_thread(wid, nwg, li);
+    if (t >= pb.threads) { return; }
+    let v = x[t % pb.n_out];
+    let th = tanh(clamp(v, -15.0, 15.0));
+    ty[t] = tx[t] * (th + v * (1.0 - th * th));
+}";
         ok(pullback::CustomOp::builder("x_tanh_x")
             .forward(forward)
             .adjoint(adjoint)
+            .tangent(tangent)
             .saves(&[pullback::CustomSave::Input(0)])
             .build(common::dev()))
     })
