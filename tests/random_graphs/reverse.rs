@@ -2,7 +2,7 @@
 //! last node back to any nodes, exact or over absolute values (the scale
 //! of each gradient element's f32 rounding error). Test-only code.
 
-use crate::tape::{Bin, H, Node, Red, Tape, bidx, conv_taps, lse, moments, rows};
+use crate::tape::{H, Node, Red, Tape, bidx, bin_partials, conv_taps, lse, moments, rows};
 
 /// A derivative's own error when computed from an f32 value: WGSL's tanh,
 /// sigmoid, sin… are accurate to about 2.4e-6 absolutely (the spec's
@@ -82,16 +82,7 @@ impl Tape {
                 for (e, &ge) in gi.iter().enumerate() {
                     let ib = bidx(&hb.shape, &out.shape, e);
                     let (x, y) = (ha.v[e], hb.v[ib]);
-                    let (da, db) = match op {
-                        Bin::Add => (1.0, 1.0),
-                        Bin::Sub => (1.0, -1.0),
-                        Bin::Mul => (y, x),
-                        Bin::Div => (1.0 / y, -x / (y * y)),
-                        // The winner takes it; a tie splits it.
-                        Bin::Max | Bin::Min if x == y => (0.5, 0.5),
-                        Bin::Max => (f64::from(u8::from(x > y)), f64::from(u8::from(y > x))),
-                        Bin::Min => (f64::from(u8::from(x < y)), f64::from(u8::from(y < x))),
-                    };
+                    let (da, db) = bin_partials(*op, x, y);
                     g[*pa][e] += ge * a(da);
                     g[*pb][ib] += ge * a(db);
                 }

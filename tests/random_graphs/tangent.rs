@@ -4,7 +4,7 @@
 //! tangent rule. Test-only code, written apart from the engine's rules.
 
 use crate::reverse::DERIV_ERROR;
-use crate::tape::{Bin, H, Node, Red, Tape, bidx, conv_taps, lse, moments, rows};
+use crate::tape::{H, Node, Red, Tape, bidx, bin_partials, conv_taps, lse, moments, rows};
 
 impl Tape {
     /// The tangents of all nodes at the values `vals`, given the leaves'
@@ -24,6 +24,16 @@ impl Tape {
         let mut t: Vec<Vec<f64>> = Vec::with_capacity(vals.len());
         for (i, out) in vals.iter().enumerate() {
             let n = out.v.len();
+            // `node` (its operands renumbered 0, 1, …) on the tangents of `of`.
+            let linear = |node: Node, of: &[usize]| {
+                let at: Vec<H> = (of.iter())
+                    .map(|&j| H {
+                        shape: vals[j].shape.clone(),
+                        v: t[j].clone(),
+                    })
+                    .collect();
+                self.eval_with(node, &at).v
+            };
             let tv = match &self.nodes[i] {
                 Node::Leaf => match leaves.iter().position(|&l| l == i) {
                     Some(j) => leaf_tangents[j].iter().map(|&x| a(x)).collect(),
@@ -43,19 +53,7 @@ impl Tape {
                         .map(|e| {
                             let ib = bidx(&hb.shape, &out.shape, e);
                             let (x, y) = (ha.v[e], hb.v[ib]);
-                            let (da, db) = match op {
-                                Bin::Add => (1.0, 1.0),
-                                Bin::Sub => (1.0, -1.0),
-                                Bin::Mul => (y, x),
-                                Bin::Div => (1.0 / y, -x / (y * y)),
-                                Bin::Max | Bin::Min if x == y => (0.5, 0.5),
-                                Bin::Max => {
-                                    (f64::from(u8::from(x > y)), f64::from(u8::from(y > x)))
-                                }
-                                Bin::Min => {
-                                    (f64::from(u8::from(x < y)), f64::from(u8::from(y < x)))
-                                }
-                            };
+                            let (da, db) = bin_partials(*op, x, y);
                             a(da) * t[*pa][e] + a(db) * t[*pb][ib]
                         })
                         .collect()
@@ -113,48 +111,17 @@ impl Tape {
                     }
                     v
                 }
-                Node::Concat(pa, pb, k) => {
-                    let c = out.shape[1];
-                    (0..n)
-                        .map(|e| t[if e % c < *k { *pa } else { *pb }][e])
-                        .collect()
-                }
-                Node::Transpose(x) => {
-                    let (c, r) = (out.shape[0], out.shape[1]);
-                    (0..n).map(|e| t[*x][(e % r) * c + e / r]).collect()
-                }
-                Node::Reshape(x, _) => t[*x].clone(),
-                Node::Broadcast(x, shape) => (0..n)
-                    .map(|e| t[*x][bidx(&vals[*x].shape, shape, e)])
-                    .collect(),
-                Node::Index(x, axis, idx) => {
-                    let c = out.shape[1];
-                    (0..n)
-                        .map(|e| match axis {
-                            0 => t[*x][idx[e / c] * c + e % c],
-                            _ => t[*x][(e / c) * c + idx[e % c]],
-                        })
-                        .collect()
-                }
+                // Linear in their inputs: the op applied to the tangents.
+                Node::Concat(pa, pb, k) => linear(Node::Concat(0, 1, *k), &[*pa, *pb]),
+                Node::Transpose(x) => linear(Node::Transpose(0), &[*x]),
+                Node::Reshape(x, shape) => linear(Node::Reshape(0, shape.clone()), &[*x]),
+                Node::Broadcast(x, shape) => linear(Node::Broadcast(0, shape.clone()), &[*x]),
+                Node::Index(x, axis, idx) => linear(Node::Index(0, *axis, idx.clone()), &[*x]),
                 Node::Gt(..) => vec![0.0; n],
                 Node::Where(cond, pt, pf) => (0..n)
                     .map(|e| t[if vals[*cond].v[e] != 0.0 { *pt } else { *pf }][e])
                     .collect(),
-                Node::Cumsum(x, axis) => {
-                    let c = out.shape[1];
-                    let mut v = t[*x].clone();
-                    for e in 0..n {
-                        let prev = if *axis == 0 {
-                            e.checked_sub(c)
-                        } else {
-                            (e % c > 0).then(|| e - 1)
-                        };
-                        if let Some(p) = prev {
-                            v[e] += v[p];
-                        }
-                    }
-                    v
-                }
+                Node::Cumsum(x, axis) => linear(Node::Cumsum(0, *axis), &[*x]),
                 Node::Conv(x, w) => {
                     let (r, c) = (out.shape[0], out.shape[1]);
                     let (hx, hw) = (&vals[*x].v, &vals[*w].v);

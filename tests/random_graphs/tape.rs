@@ -102,6 +102,20 @@ pub fn bidx(shape: &[usize], out: &[usize], e: usize) -> usize {
     }
 }
 
+/// ∂(x op y)/∂x and ∂(x op y)/∂y; maximum and minimum give all to the
+/// winner and split a tie (pullback's convention).
+pub fn bin_partials(op: Bin, x: f64, y: f64) -> (f64, f64) {
+    match op {
+        Bin::Add => (1.0, 1.0),
+        Bin::Sub => (1.0, -1.0),
+        Bin::Mul => (y, x),
+        Bin::Div => (1.0 / y, -x / (y * y)),
+        Bin::Max | Bin::Min if x == y => (0.5, 0.5),
+        Bin::Max => (f64::from(u8::from(x > y)), f64::from(u8::from(y > x))),
+        Bin::Min => (f64::from(u8::from(x < y)), f64::from(u8::from(y < x))),
+    }
+}
+
 /// Rows of a `[r, c]` value.
 pub fn rows(h: &H) -> impl Iterator<Item = &[f64]> {
     h.v.chunks(h.shape[1].max(1))
@@ -363,8 +377,9 @@ impl Tape {
         }
     }
 
-    /// Evaluates a node that is not on the tape (for [`Tape::terms`]).
-    fn eval_with(&self, node: Node, vals: &[H]) -> H {
+    /// Evaluates a node that is not on the tape, on the values `vals`
+    /// (for [`Tape::terms`], and linear ops' tangents).
+    pub fn eval_with(&self, node: Node, vals: &[H]) -> H {
         let mut nodes = vec![Node::Leaf; vals.len()];
         nodes.push(node);
         Tape { nodes }.eval(vals.len(), vals)
