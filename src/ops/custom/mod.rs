@@ -107,7 +107,7 @@ impl std::fmt::Debug for CustomDef {
 ///   stops an invocation's loops after 65535 iterations in all.
 ///
 /// The WGSL is parsed, validated and compiled when the op is built; a
-/// mistake comes back as [`Error::Wgsl`] with naga's message and line.
+/// mistake comes back as [`Error::Wgsl`](crate::Error::Wgsl) with naga's message and line.
 /// `examples/custom_op.rs` is a complete op (a diffusion stencil).
 #[derive(Clone, Debug)]
 pub struct CustomOp {
