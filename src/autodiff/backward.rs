@@ -17,6 +17,20 @@ use crate::tape::tensor::Tensor;
 impl Tensor {
     /// Backpropagates from a one-element output (rank 0 or `[1]`, any rank
     /// of size 1), seeding it with 1, and accumulates into every leaf's `grad`.
+    ///
+    /// ```
+    /// # fn main() -> pullback::Result<()> {
+    /// let dev = pullback::Device::new()?;
+    /// let x = dev.tensor(&[1.0, -2.0, 3.0], &[3])?.requires_grad();
+    /// let loss = x.square()?.sum_all()?; // ∂loss/∂x = 2x
+    /// loss.backward()?;
+    /// assert_eq!(x.grad().unwrap().to_vec()?, vec![2.0, -4.0, 6.0]);
+    /// loss.backward()?; // accumulates, as PyTorch does
+    /// assert_eq!(x.grad().unwrap().to_vec()?, vec![4.0, -8.0, 12.0]);
+    /// x.zero_grad();
+    /// assert!(x.grad().is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn backward(&self) -> Result<()> {
         if self.numel() != 1 {
             return Err(Error::NonScalarBackward {

@@ -30,6 +30,20 @@ pub enum Curvature {
 /// model's predictions, or logits `[B, C]`) with respect to the parameters
 /// and H_out the Hessian `curvature` names. Two passes for all K: a
 /// forward sweep and a reverse one.
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// use pullback::{Curvature, gnvp_batched};
+/// let dev = pullback::Device::new()?;
+/// // A linear model z = X·w under squared error: J = X, so G = XᵀX.
+/// let x = dev.tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+/// let w = dev.tensor(&[0.3, -0.7], &[2, 1])?.requires_grad();
+/// let z = x.matmul(&w)?;
+/// let eye = dev.tensor(&[1.0, 0.0, 0.0, 1.0], &[2, 2, 1])?;
+/// let g = gnvp_batched(&z, &[&w], Curvature::SquaredError, &[&eye])?;
+/// assert_eq!(g[0].to_vec()?, vec![10.0, 14.0, 14.0, 20.0]); // XᵀX
+/// # Ok(()) }
+/// ```
 pub fn gnvp_batched(
     outputs: &Tensor,
     params: &[&Tensor],

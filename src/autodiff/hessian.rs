@@ -43,6 +43,21 @@ pub fn hvp(loss: &Tensor, params: &[&Tensor], directions: &[&Tensor]) -> Result<
 /// and never a `[K, K, …]` tensor; split into chunks of rows only where
 /// the memory budget or the adapter's buffer limits require it, with the
 /// same result bit for bit.
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// let dev = pullback::Device::new()?;
+/// // loss = ½·xᵀAx with A = [[2, 1], [1, 3]]: H = A, so the identity
+/// // directions give A's columns, one pass for both.
+/// let a = dev.tensor(&[2.0, 1.0, 1.0, 3.0], &[2, 2])?;
+/// let x = dev.tensor(&[0.5, -2.0], &[2, 1])?.requires_grad();
+/// let loss = x.mul(&a.matmul(&x)?)?.sum_all()?.mul_scalar(0.5)?;
+/// let eye = dev.tensor(&[1.0, 0.0, 0.0, 1.0], &[2, 2, 1])?;
+/// let h = pullback::hvp_batched(&loss, &[&x], &[&eye])?;
+/// assert_eq!(h[0].shape(), &[2, 2, 1]);
+/// assert_eq!(h[0].to_vec()?, vec![2.0, 1.0, 1.0, 3.0]);
+/// # Ok(()) }
+/// ```
 pub fn hvp_batched(
     loss: &Tensor,
     params: &[&Tensor],

@@ -46,11 +46,41 @@ pub struct JacobianOptions {
 /// batched VJP (one per element of y), or tangents through a batched JVP
 /// (one per element of x), chunked to the memory budget; the identity rows
 /// of each chunk are written on the device.
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// let dev = pullback::Device::new()?;
+/// let w = dev.tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2])?;
+/// let x = dev.tensor(&[0.5, -1.0], &[2, 1])?.requires_grad();
+/// let y = w.matmul(&x)?; // [3, 1]; ∂y[i]/∂x[j] = W[i, j]
+/// let j = pullback::jacobian(&y, &x)?;
+/// assert_eq!(j.shape(), &[3, 1, 2, 1]);
+/// assert_eq!(j.to_vec()?, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// # Ok(()) }
+/// ```
 pub fn jacobian(y: &Tensor, x: &Tensor) -> Result<Tensor> {
     jacobian_with(y, x, JacobianOptions::default())
 }
 
 /// [`jacobian`] with explicit options.
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// use pullback::{JacobianMode, JacobianOptions, jacobian_with};
+/// let dev = pullback::Device::new()?;
+/// let x = dev.tensor(&[0.1, 0.2, 0.3], &[3])?.requires_grad();
+/// let y = x.exp()?; // diagonal Jacobian: exp(x)
+/// let by = |mode, chunk_rows| {
+///     jacobian_with(&y, &x, JacobianOptions { mode, chunk_rows })?.to_vec()
+/// };
+/// let forward = by(JacobianMode::Forward, Some(2))?; // 2 tangent rows per pass
+/// let reverse = by(JacobianMode::Reverse, None)?;
+/// for (i, (f, r)) in forward.iter().zip(&reverse).enumerate() {
+///     let want = if i % 4 == 0 { (0.1 * (1 + i / 4) as f32).exp() } else { 0.0 };
+///     assert!((f - want).abs() <= 1e-6 && (r - want).abs() <= 1e-6);
+/// }
+/// # Ok(()) }
+/// ```
 pub fn jacobian_with(y: &Tensor, x: &Tensor, options: JacobianOptions) -> Result<Tensor> {
     let shape = [y.shape(), x.shape()].concat();
     if shape.len() > MAX_RANK + 1 {

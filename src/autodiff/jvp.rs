@@ -48,6 +48,19 @@ pub fn jvp(outputs: &[&Tensor], inputs: &[&Tensor], tangents: &[&Tensor]) -> Res
 /// one submit, unless the pass would exceed the device's memory budget or
 /// the adapter's buffer limits: then K is split into chunks of rows, each
 /// its own sweep and submit, with the same result bit for bit.
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// let dev = pullback::Device::new()?;
+/// let x = dev.tensor(&[1.0, 2.0], &[2])?.requires_grad();
+/// let y = x.mul(&x)?.sum(&[0], false)?; // ∂y/∂x = 2xᵀ
+/// // K = 3 directions: e₀, e₁ and (1, 1).
+/// let t = dev.tensor(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2])?;
+/// let ty = pullback::jvp_batched(&[&y], &[&x], &[&t])?;
+/// assert_eq!(ty[0].shape(), &[3]);
+/// assert_eq!(ty[0].to_vec()?, vec![2.0, 4.0, 6.0]);
+/// # Ok(()) }
+/// ```
 pub fn jvp_batched(
     outputs: &[&Tensor],
     inputs: &[&Tensor],

@@ -25,6 +25,19 @@ use crate::tape::tensor::Tensor;
 /// gradient may exceed the adapter's storage-binding limit (up to its
 /// largest buffer): it is then processed in chunks, and such a result can
 /// be read back but not passed to ops.
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// let dev = pullback::Device::new()?;
+/// let x = dev.tensor(&[1.0, 2.0, 3.0], &[3])?.requires_grad();
+/// let y = x.mul(&x)?.sum(&[0], false)?; // y = Σ x², ∂y/∂x = 2x
+/// // K = 2 cotangents of the scalar y, [2]: one pass gives 1·2x and 10·2x.
+/// let v = dev.tensor(&[1.0, 10.0], &[2])?;
+/// let g = pullback::vjp_batched(&[&y], &[&v], &[&x])?;
+/// assert_eq!(g[0].shape(), &[2, 3]);
+/// assert_eq!(g[0].to_vec()?, vec![2.0, 4.0, 6.0, 20.0, 40.0, 60.0]);
+/// # Ok(()) }
+/// ```
 pub fn vjp_batched(
     outputs: &[&Tensor],
     cotangents: &[&Tensor],
@@ -44,6 +57,20 @@ pub fn vjp_batched(
 
 /// One cotangent per output, each of its output's shape; returns one
 /// gradient per input, of its shape. Does not touch `.grad`.
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// let dev = pullback::Device::new()?;
+/// let a = dev.tensor(&[2.0, 3.0], &[2])?.requires_grad();
+/// let b = dev.tensor(&[5.0, 7.0], &[2])?.requires_grad();
+/// let y = a.mul(&b)?; // ∂y/∂a = diag(b), ∂y/∂b = diag(a)
+/// let v = dev.tensor(&[1.0, -1.0], &[2])?;
+/// let g = pullback::vjp(&[&y], &[&v], &[&a, &b])?;
+/// assert_eq!(g[0].to_vec()?, vec![5.0, -7.0]);
+/// assert_eq!(g[1].to_vec()?, vec![2.0, -3.0]);
+/// assert!(a.grad().is_none()); // .grad is left alone
+/// # Ok(()) }
+/// ```
 pub fn vjp(outputs: &[&Tensor], cotangents: &[&Tensor], inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
     let expected = |y: &Tensor| y.shape().to_vec();
     let Some(req) = request(outputs, Some((cotangents, &expected)), inputs)? else {
@@ -60,6 +87,20 @@ pub fn vjp(outputs: &[&Tensor], cotangents: &[&Tensor], inputs: &[&Tensor]) -> R
 /// limits), the peak of the chunked run: the full results plus the largest
 /// chunk's working memory. Nothing runs on the device: the pass is executed
 /// on a dry run that sizes its buffers, so the figure is what the pass does.
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// let dev = pullback::Device::new()?;
+/// let x = dev.tensor(&vec![0.5; 4096], &[4096])?.requires_grad();
+/// let y = x.sin()?.mul(&x)?;
+/// let (small, large) = (
+///     pullback::plan_peak_bytes(&[&y], &[&x], 1)?,
+///     pullback::plan_peak_bytes(&[&y], &[&x], 64)?,
+/// );
+/// // At least the [64, 4096] f32 result, and growing with K.
+/// assert!(large >= 64 * 4096 * 4 && large > small);
+/// # Ok(()) }
+/// ```
 pub fn plan_peak_bytes(outputs: &[&Tensor], inputs: &[&Tensor], k: usize) -> Result<u64> {
     let Some(req) = request(outputs, None, inputs)? else {
         return Ok(0);

@@ -60,6 +60,19 @@ pub(crate) fn jvp(cx: &JvpCtx, axis: usize) -> Result<Arc<Storage>> {
 }
 
 /// Joins tensors of equal shape except along `axis` (PyTorch's `cat`).
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// let dev = pullback::Device::new()?;
+/// let a = dev.tensor(&[1.0, 2.0], &[1, 2])?.requires_grad();
+/// let b = dev.tensor(&[3.0, 4.0, 5.0, 6.0], &[2, 2])?;
+/// let c = pullback::concat(&[&a, &b], 0)?; // [3, 2]
+/// assert_eq!(c.to_vec()?, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// // Its adjoint slices the cotangent back: a gets row 0.
+/// let v = dev.tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2])?;
+/// assert_eq!(pullback::vjp(&[&c], &[&v], &[&a])?[0].to_vec()?, vec![1.0, 2.0]);
+/// # Ok(()) }
+/// ```
 pub fn concat(tensors: &[&Tensor], axis: usize) -> Result<Tensor> {
     let Some(first) = tensors.first() else {
         return Err(invalid("concat", "needs at least one tensor"));

@@ -94,6 +94,22 @@ impl Tensor {
     /// 2-D convolution (cross-correlation, as PyTorch's `conv2d`, no
     /// bias) of `[N, C, H, W]` with `weight` `[O, C/groups, kh, kw]`:
     /// `[N, O, OH, OW]`, OH = (H + 2·padding − dilation·(kh − 1) − 1) / stride + 1.
+    ///
+    /// ```
+    /// # fn main() -> pullback::Result<()> {
+    /// use pullback::ConvOptions;
+    /// let dev = pullback::Device::new()?;
+    /// // One 3×3 image, one 2×2 kernel that sums its window.
+    /// let x = dev.tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], &[1, 1, 3, 3])?;
+    /// let w = dev.tensor(&[1.0; 4], &[1, 1, 2, 2])?.requires_grad();
+    /// let y = x.conv2d(&w, ConvOptions::default())?;
+    /// assert_eq!(y.shape(), &[1, 1, 2, 2]);
+    /// assert_eq!(y.to_vec()?, vec![12.0, 16.0, 24.0, 28.0]);
+    /// // ∂Σy/∂w[i, j]: the sum of the inputs under tap (i, j) over the windows.
+    /// y.sum_all()?.backward()?;
+    /// assert_eq!(w.grad().unwrap().to_vec()?, vec![12.0, 16.0, 24.0, 28.0]);
+    /// # Ok(()) }
+    /// ```
     pub fn conv2d(&self, weight: &Tensor, options: ConvOptions) -> Result<Tensor> {
         let kernel = match weight.shape() {
             [_, _, kh, kw] => [*kh, *kw],

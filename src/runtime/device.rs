@@ -131,6 +131,16 @@ impl Device {
     /// Creates a device on the adapter `options` select. One creation
     /// runs at a time in the process (others wait for it): some drivers,
     /// NVIDIA's Vulkan driver among them, are not thread-safe there.
+    ///
+    /// ```
+    /// # fn main() -> pullback::Result<()> {
+    /// use pullback::{Device, DeviceOptions};
+    /// // What PULLBACK_ADAPTER and WGPU_BACKEND say, else the best adapter.
+    /// let dev = pollster::block_on(Device::with_options(DeviceOptions::from_env()))?;
+    /// assert!(!dev.adapter_info().name.is_empty());
+    /// assert_eq!(dev.scalar(2.5)?.to_vec()?, vec![2.5]);
+    /// # Ok(()) }
+    /// ```
     pub async fn with_options(options: DeviceOptions) -> Result<Device> {
         // Held until the instance is dropped (locals drop in reverse order).
         let _one_at_a_time = CREATION.lock().await;
@@ -172,6 +182,21 @@ impl Device {
     /// Shares a device the caller already has. pullback installs no error or
     /// device-lost handler on it (those stay the caller's); its limits are
     /// whatever the caller requested.
+    ///
+    /// ```
+    /// # fn main() -> pullback::Result<()> {
+    /// use pullback::wgpu;
+    /// let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    /// let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+    ///     .expect("an adapter (install mesa-vulkan-drivers for lavapipe)");
+    /// let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))
+    ///     .expect("a device");
+    /// let dev = pullback::Device::from_wgpu(device.clone(), queue);
+    /// let x = dev.tensor(&[1.5, -2.0], &[2])?;
+    /// assert_eq!(x.mul_scalar(2.0)?.to_vec()?, vec![3.0, -4.0]);
+    /// assert!(dev.wgpu_device() == &device); // the caller's own device
+    /// # Ok(()) }
+    /// ```
     pub fn from_wgpu(device: wgpu::Device, queue: wgpu::Queue) -> Device {
         let info = device.adapter_info();
         Self::build(device, queue, info, Arc::default(), Arc::default())
@@ -234,6 +259,20 @@ impl Device {
     }
 
     /// Counters of submits, dispatches and memory since the device was made.
+    ///
+    /// ```
+    /// # fn main() -> pullback::Result<()> {
+    /// let dev = pullback::Device::new()?;
+    /// let x = dev.tensor(&[0.5; 1000], &[1000])?.requires_grad();
+    /// let loss = x.sin()?.exp()?.mul(&x)?.sum_all()?;
+    /// let before = dev.stats();
+    /// loss.backward()?;
+    /// let after = dev.stats();
+    /// assert_eq!(after.submits - before.submits, 1); // the whole pass, one submit
+    /// assert!(after.dispatches > before.dispatches);
+    /// assert!(after.live_bytes >= 4000); // x.grad, at least
+    /// # Ok(()) }
+    /// ```
     pub fn stats(&self) -> Stats {
         self.shared.pool.counters.snapshot()
     }

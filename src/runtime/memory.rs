@@ -15,6 +15,25 @@ impl Device {
     /// `vjp_batched`, `jacobian` and what is built on them split the K
     /// cotangents into chunks, each its own pass, so that every chunk stays
     /// within it. [`crate::plan_peak_bytes`] says what one pass needs.
+    ///
+    /// ```
+    /// # fn main() -> pullback::Result<()> {
+    /// let dev = pullback::Device::new()?;
+    /// let x = dev.tensor(&vec![0.25; 1024], &[1024])?.requires_grad();
+    /// let y = x.sin()?.mul(&x)?;
+    /// let v = dev.tensor(&vec![1.0; 64 * 1024], &[64, 1024])?; // K = 64
+    /// let whole = pullback::vjp_batched(&[&y], &[&v], &[&x])?[0].to_vec()?;
+    ///
+    /// // A quarter of what the whole pass needs: K goes in chunks.
+    /// let peak = pullback::plan_peak_bytes(&[&y], &[&x], 64)?;
+    /// dev.set_memory_budget(peak / 4);
+    /// let submits = dev.stats().submits;
+    /// let chunked = pullback::vjp_batched(&[&y], &[&v], &[&x])?;
+    /// assert!(dev.stats().submits - submits > 1);
+    /// assert_eq!(chunked[0].to_vec()?, whole); // bit for bit
+    /// dev.clear_memory_budget();
+    /// # Ok(()) }
+    /// ```
     pub fn set_memory_budget(&self, bytes: u64) {
         self.shared.budget.store(bytes, Ordering::Relaxed);
     }

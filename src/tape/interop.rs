@@ -26,6 +26,24 @@ impl Tensor {
     /// that saved it, is alive: pullback's work that reads it may be
     /// submitted later. The tensor is a leaf; call
     /// [`Tensor::requires_grad`] to differentiate with respect to it.
+    ///
+    /// ```
+    /// # fn main() -> pullback::Result<()> {
+    /// use pullback::wgpu::{self, util::DeviceExt};
+    /// let dev = pullback::Device::new()?;
+    /// // The caller's own buffer, written by the caller's own upload.
+    /// let bytes: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+    /// let buffer = dev.wgpu_device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    ///     label: Some("mine"),
+    ///     contents: &bytes,
+    ///     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    /// });
+    /// let x = pullback::Tensor::from_wgpu_buffer(&dev, buffer, &[2, 2])?.requires_grad();
+    /// let y = x.mul(&x)?.sum_all()?;
+    /// y.backward()?;
+    /// assert_eq!(x.grad().unwrap().to_vec()?, vec![2.0, 4.0, 6.0, 8.0]);
+    /// # Ok(()) }
+    /// ```
     pub fn from_wgpu_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Tensor> {
         check_rank("from_wgpu_buffer", shape)?;
         dev.check_alive()?;

@@ -38,6 +38,21 @@ use crate::tape::tensor::Tensor;
 /// never a `[B, B, …]` cotangent. Summing the result over axis 0 gives the
 /// gradient of `loss.sum()`. The pass is not chunked: the memory budget does
 /// not apply to it.
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// let dev = pullback::Device::new()?;
+/// // Two examples of a linear model, loss_b = (x_b·w − t_b)²:
+/// // ∂loss_b/∂w = 2·(x_b·w − t_b)·x_b, residuals 1 and 2 here.
+/// let x = dev.tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+/// let t = dev.tensor(&[2.0, 5.0], &[2, 1])?;
+/// let w = dev.tensor(&[1.0, 1.0], &[2, 1])?.requires_grad();
+/// let loss = x.matmul(&w)?.sub(&t)?.square()?.sum(&[1], false)?; // [2]
+/// let g = pullback::per_example_grads(&loss, &[&w])?;
+/// assert_eq!(g[0].shape(), &[2, 2, 1]);
+/// assert_eq!(g[0].to_vec()?, vec![2.0, 4.0, 12.0, 16.0]);
+/// # Ok(()) }
+/// ```
 pub fn per_example_grads(loss: &Tensor, params: &[&Tensor]) -> Result<Vec<Tensor>> {
     let Some(run) = Run::new(loss, params, false)? else {
         return zeros(loss, params);
@@ -58,6 +73,25 @@ pub fn per_example_grads(loss: &Tensor, params: &[&Tensor]) -> Result<Vec<Tensor
 /// without forming the `[B, p, n]` gradients; other parameters' per-example
 /// gradients are formed and reduced. Same requirements as
 /// [`per_example_grads`].
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// let dev = pullback::Device::new()?;
+/// // The model of [`per_example_grads`]'s example plus a bias: example b's
+/// // gradient is 2·r_b·(x_b, 1), its norm 2·|r_b|·‖(x_b, 1)‖.
+/// let x = dev.tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+/// let t = dev.tensor(&[2.5, 6.0], &[2, 1])?;
+/// let w = dev.tensor(&[1.0, 1.0], &[2, 1])?.requires_grad();
+/// let bias = dev.tensor(&[0.5], &[1])?.requires_grad();
+/// let z = x.matmul(&w)?.add(&bias)?;
+/// let loss = z.sub(&t)?.square()?.sum(&[1], false)?;
+/// let norms = pullback::per_example_grad_norms(&loss, &[&w, &bias])?.to_vec()?;
+/// let want = [2.0 * 1.0 * 6f32.sqrt(), 2.0 * 1.5 * 26f32.sqrt()];
+/// for (got, want) in norms.iter().zip(want) {
+///     assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+/// }
+/// # Ok(()) }
+/// ```
 pub fn per_example_grad_norms(loss: &Tensor, params: &[&Tensor]) -> Result<Tensor> {
     let dev = loss.device();
     let b = examples(loss)?;

@@ -109,6 +109,47 @@ impl std::fmt::Debug for CustomDef {
 /// The WGSL is parsed, validated and compiled when the op is built; a
 /// mistake comes back as [`Error::Wgsl`](crate::Error::Wgsl) with naga's message and line.
 /// `examples/custom_op.rs` is a complete op (a diffusion stencil).
+///
+/// A complete op, `y = s·a` for a scalar s, with its adjoint `ā = s·ȳ`
+/// (row by row, all K rows in one dispatch):
+///
+/// ```
+/// # fn main() -> pullback::Result<()> {
+/// use pullback::CustomOp;
+/// const FORWARD: &str = "
+/// @group(0) @binding(1) var<storage, read> a: array<f32>;
+/// @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+/// @compute @workgroup_size(64)
+/// fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+///            @builtin(local_invocation_index) li: u32) {
+///     let t = pb_thread(wid, nwg, li);
+///     if (t >= pb.threads) { return; }
+///     out[t] = pb_scalar(0u) * a[t];
+/// }";
+/// const ADJOINT: &str = "
+/// @group(0) @binding(1) var<storage, read> cot: array<f32>;
+/// @group(0) @binding(2) var<storage, read_write> res: array<f32>;
+/// @compute @workgroup_size(64)
+/// fn adjoint_0(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+///              @builtin(local_invocation_index) li: u32) {
+///     let t = pb_thread(wid, nwg, li);
+///     if (t >= pb.threads) { return; }
+///     res[t] = pb_scalar(0u) * cot[t];
+/// }";
+/// let dev = pullback::Device::new()?;
+/// let scale = CustomOp::builder("scale")
+///     .forward(FORWARD)
+///     .adjoint(ADJOINT)
+///     .linear() // forward mode and HVPs through it too
+///     .build(&dev)?;
+/// let x = dev.tensor(&[1.0, 2.0], &[2])?.requires_grad();
+/// let y = scale.apply(&[&x], &[3.0])?;
+/// assert_eq!(y.to_vec()?, vec![3.0, 6.0]);
+/// let v = dev.tensor(&[1.0, 0.0, 0.0, 1.0], &[2, 2])?; // K = 2 cotangents
+/// let g = pullback::vjp_batched(&[&y], &[&v], &[&x])?;
+/// assert_eq!(g[0].to_vec()?, vec![3.0, 0.0, 0.0, 3.0]);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct CustomOp {
     def: Arc<CustomDef>,
