@@ -56,28 +56,80 @@ pub struct Sweep {
     pub series: Vec<(String, Vec<(usize, f64)>)>,
 }
 
-/// The sweep as an SVG chart: ms per cotangent against K, log-log.
+/// Whether a series runs over the Jacobian's size n (W5) rather than K.
+fn over_n(name: &str) -> bool {
+    name.starts_with("W5")
+}
+
+/// The sweep as an SVG chart of two panels, log-log: ms per row against K
+/// (cotangents, tangents or directions: W2, W7, W8) on the left, and ms per
+/// Jacobian row against n (W5: n rows) on the right, so no axis means two
+/// things.
 pub fn draw(sweep: &Sweep, path: &str, adapter: &str) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
-    let all: Vec<f64> = sweep
-        .series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|&(_, v)| v))
-        .collect();
-    let lo = all.iter().cloned().fold(f64::MAX, f64::min).max(1e-6) / 2.0;
-    let hi = all.iter().cloned().fold(0.0, f64::max) * 2.0;
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    let root = SVGBackend::new(path, (1300, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("ms per row vs K — {adapter}"), ("sans-serif", 20))
+    let root = root.titled(&format!("ms per row — {adapter}"), ("sans-serif", 20))?;
+    let (left, right) = root.split_horizontally(740);
+    let by_k: Vec<_> = sweep.series.iter().filter(|(n, _)| !over_n(n)).collect();
+    let by_n: Vec<_> = sweep.series.iter().filter(|(n, _)| over_n(n)).collect();
+    panel(
+        &left,
+        &by_k,
+        "K (cotangents, tangents or directions)",
+        "ms per row",
+        0,
+        SeriesLabelPosition::UpperRight,
+    )?;
+    panel(
+        &right,
+        &by_n,
+        "n (W5: x and y of n elements, n rows)",
+        "ms per Jacobian row",
+        by_k.len(),
+        SeriesLabelPosition::UpperLeft,
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+type Series = (String, Vec<(usize, f64)>);
+
+/// One panel: the series' lines and points, log-log, colours from `first`
+/// on (so a colour names one series across the chart).
+fn panel<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    series: &[&Series],
+    x_desc: &str,
+    y_desc: &str,
+    first: usize,
+    legend: plotters::chart::SeriesLabelPosition,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    use plotters::prelude::*;
+    let all = || series.iter().flat_map(|(_, p)| p.iter());
+    let lo = all().map(|&(_, v)| v).fold(f64::MAX, f64::min).max(1e-6) / 2.0;
+    // Headroom above the highest line for the legend.
+    let hi = all().map(|&(_, v)| v).fold(0.0, f64::max).max(lo * 4.0) * 8.0;
+    let x_lo = all()
+        .map(|&(k, _)| k as f64)
+        .fold(f64::MAX, f64::min)
+        .min(1e9)
+        / 1.5;
+    let x_hi = all().map(|&(k, _)| k as f64).fold(1.0, f64::max) * 1.5;
+    let mut chart = ChartBuilder::on(area)
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d((1f64..1024f64).log_scale(), (lo..hi).log_scale())?;
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), (lo..hi).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc("K (cotangents, tangents or directions; W5: rows = n)")
-        .y_desc("ms per cotangent")
+        .x_labels(6)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .draw()?;
     let colors = [
         BLUE,
@@ -89,7 +141,8 @@ pub fn draw(sweep: &Sweep, path: &str, adapter: &str) -> Result<(), Box<dyn std:
         RGBColor(230, 140, 0),
         RGBColor(120, 60, 160),
     ];
-    for ((name, points), color) in sweep.series.iter().zip(colors) {
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = colors[(first + i) % colors.len()];
         let pts: Vec<(f64, f64)> = points.iter().map(|&(k, v)| (k as f64, v)).collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
@@ -99,9 +152,9 @@ pub fn draw(sweep: &Sweep, path: &str, adapter: &str) -> Result<(), Box<dyn std:
     }
     chart
         .configure_series_labels()
+        .position(legend)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
