@@ -89,6 +89,16 @@ pub enum Error {
         /// The budget in force.
         budget: u64,
     },
+    /// An allocation did not fit: past the device's memory limit
+    /// ([`crate::Device::set_memory_limit`]), or the driver ran out of memory
+    /// even after the pool released its idle buffers. Nothing is lost: the
+    /// tensors made before keep their values and the device keeps working.
+    OutOfMemory {
+        /// Bytes the allocation asked for (its size class).
+        requested: u64,
+        /// Bytes held by live tensors, saved values and cotangents when it failed.
+        live: u64,
+    },
     /// A graph that mixes examples was given to a per-example computation.
     MixesExamples {
         /// The op whose use mixes rows of the example axis.
@@ -213,6 +223,15 @@ impl fmt::Display for Error {
                  than the device's memory budget of {budget} bytes; raise the budget with \
                  Device::set_memory_budget (or clear it), or differentiate a smaller graph"
             ),
+            Error::OutOfMemory { requested, live } => write!(
+                f,
+                "out of GPU memory: an allocation of {requested} bytes did not fit, with {live} \
+                 bytes held by live tensors (idle pooled buffers were released first); drop \
+                 tensors you no longer need, lower the memory limit's demand with a memory \
+                 budget (Device::set_memory_budget splits a pass into chunks), raise \
+                 Device::set_memory_limit if it is set, or use smaller sizes. Tensors made \
+                 before are intact and the device still works"
+            ),
             Error::MixesExamples { op, reason } => write!(
                 f,
                 "per-example gradients: `{op}` mixes examples: {reason}. Per-example gradients \
@@ -246,7 +265,8 @@ impl fmt::Display for Error {
             ),
             Error::DeviceLost(msg) => write!(
                 f,
-                "the GPU device was lost ({msg}); create a new Device and rebuild the tensors"
+                "the GPU device was lost ({msg}); its tensors are gone and every call on it \
+                 fails: create a new Device and rebuild the tensors"
             ),
             Error::Wgsl { op, message } => write!(
                 f,

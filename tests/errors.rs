@@ -338,8 +338,39 @@ fn device_lost_is_an_error_not_a_panic() {
     }
     let text = y.to_vec().unwrap_err().to_string();
     assert!(text.contains("create a new Device"), "{text}");
+    assert!(d.is_lost());
     // Other devices are unaffected.
     assert_usable(dev());
+}
+
+#[test]
+fn a_device_lost_in_the_middle_of_recorded_work_is_lost_for_good() {
+    let d = fresh_device();
+    let x = ok(d.tensor(&[0.5, -1.0, 2.0], &[3])).requires_grad();
+    let v = ok(d.tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]));
+    // A forward pass recorded, not submitted; then the device goes.
+    let y = ok(ok(x.exp()).mul(&x));
+    assert!(!d.is_lost());
+    d.wgpu_device().destroy();
+    match pullback::vjp_batched(&[&y], &[&v], &[&x]) {
+        Err(Error::DeviceLost(msg)) => assert!(!msg.is_empty()),
+        other => panic!("vjp_batched: expected DeviceLost, got {other:?}"),
+    }
+    assert!(d.is_lost());
+    // Every later call says so, and what to do.
+    for r in [
+        y.to_vec().map(drop),
+        d.synchronize(),
+        d.zeros(&[2]).map(drop),
+    ] {
+        match r {
+            Err(e @ Error::DeviceLost(_)) => {
+                assert!(e.to_string().contains("create a new Device"), "{e}")
+            }
+            other => panic!("expected DeviceLost, got {other:?}"),
+        }
+    }
+    assert_usable(&fresh_device());
 }
 
 #[test]

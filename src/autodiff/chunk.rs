@@ -21,7 +21,7 @@ use crate::autodiff::scheduler;
 use crate::error::{Error, Result};
 use crate::ops::fill;
 use crate::runtime::device::Device;
-use crate::runtime::pool::Storage;
+use crate::runtime::pool::{Storage, size_class};
 use crate::shape::numel;
 use crate::tape::graph::Node;
 
@@ -154,37 +154,62 @@ impl<'a> Pass<'a> {
     pub fn fits_whole(&self, k: usize, seeds: Seeds) -> bool {
         let widest = k.saturating_mul(self.plan.widest_row());
         if self.dev.memory_budget().is_none()
+            && self.dev.memory_room().is_none()
             && k <= self.row_cap()
             && self.dev.check_bindable("a pass", widest).is_ok()
         {
             return true;
         }
-        self.chunk_fits(k, seeds)
+        self.chunk_fits(k, seeds, 0)
     }
 
-    /// Whether a chunk of `c` rows fits the limits and the budget (a dry run).
-    fn chunk_fits(&self, c: usize, seeds: Seeds) -> bool {
+    /// Whether a chunk of `c` rows fits the limits and the budget (a dry
+    /// run), and under a memory limit fits what the limit leaves beside
+    /// `reserve` bytes (the whole result a chunked pass allocates first).
+    fn chunk_fits(&self, c: usize, seeds: Seeds, reserve: u64) -> bool {
         c <= self.row_cap()
-            && self
-                .chunk_bytes(c, seeds)
-                .is_ok_and(|b| self.dev.memory_budget().is_none_or(|budget| b <= budget))
+            && self.chunk_bytes(c, seeds).is_ok_and(|b| {
+                self.dev.memory_budget().is_none_or(|budget| b <= budget)
+                    && self
+                        .dev
+                        .memory_room()
+                        .is_none_or(|room| b + reserve <= room)
+            })
+    }
+
+    /// Bytes of the `[K, …]` results a chunked pass allocates before its
+    /// chunks.
+    fn results_bytes(&self, k: usize) -> u64 {
+        self.results()
+            .iter()
+            .map(|n| size_class(4 * (k * numel(&n.shape)) as u64))
+            .sum()
     }
 
     /// The largest chunk of rows (at most `k`) that fits; an error saying
     /// what one row needs when not even one does.
     pub fn chunk_rows(&self, k: usize, seeds: Seeds) -> Result<usize> {
-        if !self.chunk_fits(1, seeds) {
+        let reserve = self.results_bytes(k);
+        if !self.chunk_fits(1, seeds, reserve) {
             let bytes = self.chunk_bytes(1, seeds)?; // the limit error, if any
+            let budget = self.dev.memory_budget().unwrap_or(u64::MAX);
+            // The memory limit, not the budget, is what one row passes.
+            if bytes <= budget {
+                return Err(Error::OutOfMemory {
+                    requested: bytes + reserve,
+                    live: self.dev.stats().live_bytes,
+                });
+            }
             return Err(Error::MemoryBudget {
                 row_bytes: bytes,
-                budget: self.dev.memory_budget().unwrap_or(u64::MAX),
+                budget,
             });
         }
         // Working memory grows with the rows: bisect for the largest fit.
         let (mut lo, mut hi) = (1, k.min(self.row_cap()));
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            if self.chunk_fits(mid, seeds) {
+            if self.chunk_fits(mid, seeds, reserve) {
                 lo = mid;
             } else {
                 hi = mid - 1;

@@ -301,6 +301,16 @@ impl Device {
         self.wait()
     }
 
+    /// Whether the GPU device was lost (a driver reset, the device
+    /// destroyed, unplugged): then every call on this device returns
+    /// [`Error::DeviceLost`] and a new [`Device`] is needed. Out of memory
+    /// does not lose it ([`Error::OutOfMemory`]). On a device from
+    /// [`Device::from_wgpu`] pullback sees a loss only through its own calls
+    /// failing, since the device-lost callback stays the caller's.
+    pub fn is_lost(&self) -> bool {
+        self.shared.lost.locked().is_some()
+    }
+
     /// True when both handles refer to the same device.
     pub fn same(&self, other: &Device) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)

@@ -303,15 +303,22 @@ impl KernelCache {
         buffers: &[&wgpu::Buffer],
         (x, y, z): (u32, u32, u32),
     ) {
-        use wgpu::util::DeviceExt;
         debug_assert_eq!(buffers.len(), kernel.bindings.len(), "{}", kernel.entry);
         let pipeline = self.pipeline(device, kernel, constants);
         let layout = self.layout(device, kernel.bindings);
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        // The parameter block, mapped at creation: wgpu stages it (256
+        // bytes) and, unlike `create_buffer_init`, a failure to map (a lost
+        // device) is no panic; the lost device is reported at the submit.
+        let uniform = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("pullback params"),
-            contents: params.bytes(),
+            size: params.bytes().len() as u64,
             usage: wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: true,
         });
+        if let Ok(mut view) = uniform.slice(..).get_mapped_range_mut() {
+            view.slice(..).copy_from_slice(params.bytes());
+        }
+        uniform.unmap();
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::error::Result;
+use crate::lock::Recover;
 use crate::runtime::device::{Device, Role};
 use crate::runtime::pool::{Counters, Storage};
 
@@ -52,6 +53,71 @@ impl Device {
         self.set_memory_budget(u64::MAX);
     }
 
+    /// Caps the bytes pullback holds on the device: its tensors, saved
+    /// values, cotangents and scratch (live), plus the idle buffers its pool
+    /// keeps for reuse. A new buffer past the cap releases the idle ones
+    /// first, then fails with [`crate::Error::OutOfMemory`] without asking
+    /// the driver; nothing made before is lost. Passes plan their chunks of
+    /// cotangent rows to stay under it as under [`Device::set_memory_budget`]
+    /// (the budget bounds one pass's working memory; the limit, everything).
+    /// Not counted: readback staging buffers and wgpu's own allocations.
+    /// Default: none (wgpu reports no adapter memory size to cap by).
+    ///
+    /// ```
+    /// # fn main() -> pullback::Result<()> {
+    /// let dev = pullback::Device::new()?;
+    /// dev.set_memory_limit(8 << 20); // 8 MiB
+    /// let a = dev.zeros(&[1 << 20])?; // 4 MiB
+    /// match dev.zeros(&[2 << 20]) {
+    ///     Err(pullback::Error::OutOfMemory { requested, .. }) => assert_eq!(requested, 8 << 20),
+    ///     other => panic!("expected OutOfMemory, got {other:?}"),
+    /// }
+    /// assert_eq!(a.to_vec()?.len(), 1 << 20); // `a` is intact
+    /// dev.clear_memory_limit();
+    /// # Ok(()) }
+    /// ```
+    pub fn set_memory_limit(&self, bytes: u64) {
+        self.shared.pool.set_limit(bytes);
+    }
+
+    /// The cap set by [`Device::set_memory_limit`]; `None`: no cap.
+    pub fn memory_limit(&self) -> Option<u64> {
+        match self.shared.pool.limit() {
+            u64::MAX => None,
+            bytes => Some(bytes),
+        }
+    }
+
+    /// Removes the cap set by [`Device::set_memory_limit`].
+    pub fn clear_memory_limit(&self) {
+        self.shared.pool.set_limit(u64::MAX);
+    }
+
+    /// Makes room after the driver ran out of memory: the pool's and the
+    /// readback staging's idle buffers are released, and the pending work
+    /// is submitted and waited for, since wgpu frees a dropped buffer only
+    /// once no recorded command uses it (a pass that failed half-way leaves
+    /// its freed scratch in the pending encoder). The deferred forward chain
+    /// is not run: its work is recorded later, after this, in order.
+    pub(crate) fn relieve(&self) {
+        let shared = &*self.shared;
+        shared.pool.trim();
+        shared.staging.trim();
+        let mut pending = shared.pending.locked();
+        if let Some(encoder) = pending.take() {
+            self.submit(encoder);
+        }
+        drop(pending);
+        let _ = shared.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+
+    /// Under a memory limit, the bytes it leaves beside the live buffers
+    /// (idle ones are released when needed); `None` without a limit.
+    pub(crate) fn memory_room(&self) -> Option<u64> {
+        self.memory_limit()
+            .map(|limit| limit.saturating_sub(self.shared.pool.counters.live()))
+    }
+
     /// A handle on which the same code runs without touching the GPU:
     /// buffers are virtual (sized and checked against the limits like real
     /// ones) and tallied in the returned counters; dispatches, copies and
@@ -87,34 +153,16 @@ impl Device {
         self.take(what, len, false)
     }
 
-    fn take(&self, what: &str, len: usize, bindable: bool) -> Result<Storage> {
+    pub(super) fn take(&self, what: &str, len: usize, bindable: bool) -> Result<Storage> {
         self.check_alive()?;
         let bytes = (len as u64).saturating_mul(4);
         match &self.role {
             Role::Dry(tally) => self.shared.pool.take_virtual(tally, what, bytes, bindable),
-            Role::Live | Role::Deferred => self.shared.pool.take(what, bytes, bindable),
+            Role::Live | Role::Deferred => self
+                .shared
+                .pool
+                .take(what, bytes, bindable, &|| self.relieve()),
         }
-    }
-
-    /// A buffer holding `data` (f32 values, or u32 indices): an idle pooled
-    /// buffer no pending command can still read, written through the queue,
-    /// or else a fresh one (so a loop that uploads the same sizes every
-    /// step, labels or indices, stops creating buffers).
-    pub(crate) fn upload<T: bytemuck::Pod>(&self, what: &str, data: &[T]) -> Result<Storage> {
-        if self.is_dry_run() {
-            return self.take(what, size_of_val(data).div_ceil(4), false);
-        }
-        self.check_alive()?;
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        let bindable = bytes.len() as u64 <= self.max_binding();
-        if bindable
-            && !bytes.is_empty()
-            && let Some(s) = self.shared.pool.take_settled(bytes.len() as u64)
-        {
-            self.wgpu_queue().write_buffer(s.buffer(), 0, bytes);
-            return Ok(s);
-        }
-        self.shared.pool.upload(what, bytes)
     }
 
     /// Fails unless a kernel can bind a buffer of `len` f32 values.

@@ -5,6 +5,7 @@
 //! here imports from `tape`, `ops` or `autodiff` (`tests/layers.rs`).
 
 pub(crate) mod adapter;
+pub(crate) mod counters;
 pub(crate) mod device;
 pub(crate) mod encoder;
 pub(crate) mod kernels;
@@ -13,4 +14,5 @@ pub(crate) mod pool;
 mod readback;
 mod settings;
 mod staging;
+mod upload;
 mod warm;

@@ -4,10 +4,14 @@
 //! Reusing a buffer as soon as its last reader has been *encoded* (not
 //! executed) is safe: every dispatch goes through one queue in submission
 //! order, and wgpu inserts a barrier between dispatches that touch the same
-//! storage buffer. Host uploads never write into pooled buffers (they use a
-//! fresh mapped-at-creation buffer, or `queue.write_buffer` into an idle
-//! buffer freed before the last submit: see `Pool::take_settled`), so the
-//! write cannot clobber a buffer that a pending dispatch still reads.
+//! storage buffer. Host uploads are copies recorded in the same order
+//! (`upload.rs`), so they cannot clobber a buffer a pending dispatch reads.
+//!
+//! Out of memory: every buffer is created under an error scope, so the
+//! driver's out-of-memory is an error, not a lost device. The pool then
+//! releases its idle buffers and tries once more before failing with
+//! [`Error::OutOfMemory`]; a memory limit ([`Pool::set_limit`]) fails the
+//! same way before the driver is asked.
 
 use crate::lock::Recover;
 use std::collections::HashMap;
@@ -15,76 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-
-/// Counters of the work a device did; see [`crate::Device::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Command buffers submitted to the queue.
-    pub submits: u64,
-    /// Compute dispatches encoded.
-    pub dispatches: u64,
-    /// Bytes in buffers currently held by tensors, saved values and cotangents.
-    pub live_bytes: u64,
-    /// The most `live_bytes` ever reached (see [`crate::Device::reset_peak`]).
-    pub peak_bytes: u64,
-    /// Bytes in idle buffers kept by the pool for reuse.
-    pub pooled_bytes: u64,
-    /// Buffers created with the GPU (pool misses).
-    pub allocations: u64,
-    /// Readbacks to the host (each one submit and one map, however many
-    /// tensors it reads: [`crate::read_all`]).
-    pub readbacks: u64,
-    /// Mappable staging buffers created for readbacks (they are pooled).
-    pub staging_allocations: u64,
-}
-
-/// Live and peak bytes plus event counts. A device has one; a dry run
-/// (see [`crate::Device::dry_run`]) tallies its virtual buffers in another.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub submits: AtomicU64,
-    pub dispatches: AtomicU64,
-    live: AtomicU64,
-    peak: AtomicU64,
-    pooled: AtomicU64,
-    allocations: AtomicU64,
-    pub readbacks: AtomicU64,
-    pub staging_allocations: AtomicU64,
-}
-
-impl Counters {
-    pub fn snapshot(&self) -> Stats {
-        Stats {
-            submits: self.submits.load(Ordering::Relaxed),
-            dispatches: self.dispatches.load(Ordering::Relaxed),
-            live_bytes: self.live.load(Ordering::Relaxed),
-            peak_bytes: self.peak.load(Ordering::Relaxed),
-            pooled_bytes: self.pooled.load(Ordering::Relaxed),
-            allocations: self.allocations.load(Ordering::Relaxed),
-            readbacks: self.readbacks.load(Ordering::Relaxed),
-            staging_allocations: self.staging_allocations.load(Ordering::Relaxed),
-        }
-    }
-
-    pub fn reset_peak(&self) {
-        self.peak
-            .store(self.live.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-
-    fn add_live(&self, bytes: u64) {
-        let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.peak.fetch_max(now, Ordering::Relaxed);
-    }
-
-    fn sub_live(&self, bytes: u64) {
-        self.live.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    /// The most live bytes reached (the peak of a dry run's tally).
-    pub fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
+pub(crate) use crate::runtime::counters::Counters;
+pub use crate::runtime::counters::Stats;
 
 /// Buffers usable by every kernel: storage plus both copy directions.
 pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -105,9 +41,8 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 pub(crate) struct Pool {
     device: wgpu::Device,
-    /// Idle buffers by size class, each with the submit count when it was
-    /// freed (see [`Pool::take_settled`]).
-    free: Mutex<HashMap<u64, Vec<(wgpu::Buffer, u64)>>>,
+    /// Idle buffers by size class.
+    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
     pub counters: Counters,
     /// Largest buffer the adapter lets us bind as storage (kernel operands).
     pub max_binding: u64,
@@ -116,6 +51,8 @@ pub(crate) struct Pool {
     pub max_buffer: u64,
     /// Idle bytes kept for reuse at most; buffers past it are released.
     idle_limit: AtomicU64,
+    /// Bytes held in buffers (live plus pooled) at most; `u64::MAX`: no cap.
+    limit: AtomicU64,
 }
 
 /// Default for [`Pool::set_idle_limit`]: enough to keep a training step's
@@ -139,6 +76,7 @@ impl Pool {
             max_binding,
             max_buffer: limits.max_buffer_size,
             idle_limit: AtomicU64::new(DEFAULT_IDLE_LIMIT),
+            limit: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -164,7 +102,16 @@ impl Pool {
     /// A buffer of at least `bytes` bytes, from the pool when one is idle;
     /// `bindable`: small enough for a kernel to bind. Its contents are
     /// unspecified: every kernel writes all of its output.
-    pub fn take(self: &Arc<Self>, what: &str, bytes: u64, bindable: bool) -> Result<Storage> {
+    /// On the driver's out-of-memory, `relieve` (the device's: idle
+    /// buffers released, pending work submitted and waited for) runs before
+    /// the one retry.
+    pub fn take(
+        self: &Arc<Self>,
+        what: &str,
+        bytes: u64,
+        bindable: bool,
+        relieve: &dyn Fn(),
+    ) -> Result<Storage> {
         self.check_size(what, bytes, bindable)?;
         let class = size_class(bytes);
         // Pop and uncount under one lock, as give_back counts and pushes.
@@ -174,58 +121,12 @@ impl Pool {
             if b.is_some() {
                 self.counters.pooled.fetch_sub(class, Ordering::Relaxed);
             }
-            b.map(|(buffer, _)| buffer)
+            b
         };
         let buffer = match reused {
             Some(b) => b,
-            None => self.create(class, false)?,
+            None => self.create(class, relieve)?,
         };
-        self.counters.add_live(class);
-        Ok(Storage {
-            buffer: Some(buffer),
-            class,
-            home: Home::Pool(self.clone()),
-        })
-    }
-
-    /// An idle buffer of at least `bytes` that no unsubmitted command can
-    /// still read: it was freed before the last submit, so everything that
-    /// used it has been submitted. `queue.write_buffer` into it (which lands
-    /// at the start of the next submit) is then ordered after those uses.
-    /// None when there is no such buffer.
-    pub fn take_settled(self: &Arc<Self>, bytes: u64) -> Option<Storage> {
-        let class = size_class(bytes);
-        let submits = self.counters.submits.load(Ordering::Relaxed);
-        let buffer = {
-            let mut free = self.free.locked();
-            let list = free.get_mut(&class)?;
-            let i = list.iter().position(|(_, freed_at)| *freed_at < submits)?;
-            self.counters.pooled.fetch_sub(class, Ordering::Relaxed);
-            list.swap_remove(i).0
-        };
-        self.counters.add_live(class);
-        Some(Storage {
-            buffer: Some(buffer),
-            class,
-            home: Home::Pool(self.clone()),
-        })
-    }
-
-    /// A fresh buffer holding `data` (mapped at creation, so the upload is
-    /// ordered before any later dispatch without touching the queue). It
-    /// may exceed the binding limit: ops then refuse it, readback works.
-    pub fn upload(self: &Arc<Self>, what: &str, data: &[u8]) -> Result<Storage> {
-        self.check_size(what, data.len() as u64, false)?;
-        let class = size_class(data.len() as u64);
-        let buffer = self.create(class, true)?;
-        {
-            let mut view = buffer
-                .slice(..)
-                .get_mapped_range_mut()
-                .map_err(|e| Error::Gpu(format!("mapping an upload buffer failed: {e}")))?;
-            view.slice(..data.len()).copy_from_slice(data);
-        }
-        buffer.unmap();
         self.counters.add_live(class);
         Ok(Storage {
             buffer: Some(buffer),
@@ -254,21 +155,68 @@ impl Pool {
         })
     }
 
-    fn create(&self, class: u64, mapped: bool) -> Result<wgpu::Buffer> {
-        // An error scope turns an out-of-memory into an Err instead of the
-        // device's uncaptured-error handler (which by default panics).
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+    fn create(&self, class: u64, relieve: &dyn Fn()) -> Result<wgpu::Buffer> {
+        self.make_room(class)?;
+        let descriptor = wgpu::BufferDescriptor {
             label: Some("pullback"),
             size: class,
             usage: STORAGE_USAGE,
-            mapped_at_creation: mapped,
-        });
-        if let Some(err) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("allocating {class} bytes: {err}")));
-        }
+            mapped_at_creation: false,
+        };
+        let buffer = self.retrying(class, relieve, || self.device.create_buffer(&descriptor))?;
         self.counters.allocations.fetch_add(1, Ordering::Relaxed);
         Ok(buffer)
+    }
+
+    /// Checks a new buffer of `class` bytes against the memory limit (live
+    /// plus pooled): idle buffers are released first when they are what
+    /// stands in the way.
+    pub fn make_room(&self, class: u64) -> Result<()> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let held = |c: &Counters| c.live() + c.pooled.load(Ordering::Relaxed);
+        if held(&self.counters).saturating_add(class) <= limit {
+            return Ok(());
+        }
+        self.trim();
+        let live = self.counters.live();
+        if live.saturating_add(class) > limit {
+            return Err(Error::OutOfMemory {
+                requested: class,
+                live,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `make` (a buffer creation) under an out-of-memory error scope;
+    /// on out-of-memory runs `relieve` and `make` once more. wgpu reports a
+    /// driver's out-of-memory in `create_buffer` without losing the device
+    /// (unlike its internal staging buffers: `upload.rs`).
+    pub fn retrying<T>(&self, class: u64, relieve: &dyn Fn(), make: impl Fn() -> T) -> Result<T> {
+        for attempt in 0..2 {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let made = make();
+            if pollster::block_on(scope.pop()).is_none() {
+                return Ok(made);
+            }
+            if attempt == 0 {
+                relieve();
+            }
+        }
+        Err(Error::OutOfMemory {
+            requested: class,
+            live: self.counters.live(),
+        })
+    }
+
+    /// Caps the bytes held in buffers (live plus pooled); `u64::MAX`: none.
+    pub fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The cap set by [`Pool::set_limit`].
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// Drops every idle buffer (memory goes back to the driver).
@@ -290,8 +238,7 @@ impl Pool {
             return; // dropping `buffer` releases it
         }
         self.counters.pooled.fetch_add(class, Ordering::Relaxed);
-        let freed_at = self.counters.submits.load(Ordering::Relaxed);
-        free.entry(class).or_default().push((buffer, freed_at));
+        free.entry(class).or_default().push(buffer);
     }
 }
 

@@ -43,12 +43,10 @@ impl Device {
         let lens: Vec<usize> = items.iter().map(|(_, len)| *len).collect();
         let (offsets, bytes) = layout(&lens);
         let shared = &*self.shared;
-        let staging = shared.staging.take(
-            &shared.device,
-            &shared.pool.counters,
-            shared.pool.max_buffer,
-            bytes,
-        );
+        let relieve = || self.relieve();
+        let staging = shared
+            .staging
+            .take(&shared.device, &shared.pool, bytes, &relieve)?;
         // As in `flush`: take, record the copies and submit under one lock.
         let mut pending = self.shared.pending.locked();
         let mut encoder = pending

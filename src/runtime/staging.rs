@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
+use crate::error::Result;
 use crate::lock::Recover;
-use crate::runtime::pool::{Counters, size_class};
+use crate::runtime::pool::{Pool, size_class};
 
 /// Idle staging buffers by size; at most `KEEP_PER_SIZE` of each size and
 /// `KEEP_BYTES` in all are kept (readbacks are usually a handful of sizes).
@@ -24,26 +25,31 @@ impl StagingPool {
         crate::lock::poison(&self.idle);
     }
 
-    /// A buffer of at least `bytes`, at most `max_buffer` (the adapter's
-    /// largest); a new one is counted in `counters`.
+    /// A buffer of at least `bytes`, at most the adapter's largest; a new
+    /// one is counted in the pool's counters. Created under the pool's
+    /// out-of-memory handling (`relieve`, then once more): a readback that
+    /// does not fit is [`crate::Error::OutOfMemory`], not a lost device.
     pub fn take(
         &self,
         device: &wgpu::Device,
-        counters: &Counters,
-        max_buffer: u64,
+        pool: &Pool,
         bytes: u64,
-    ) -> wgpu::Buffer {
-        let class = size_class(bytes).min(max_buffer);
+        relieve: &dyn Fn(),
+    ) -> Result<wgpu::Buffer> {
+        let class = size_class(bytes).min(pool.max_buffer);
         if let Some(buffer) = self.idle.locked().get_mut(&class).and_then(Vec::pop) {
-            return buffer;
+            return Ok(buffer);
         }
-        counters.staging_allocations.fetch_add(1, Ordering::Relaxed);
-        device.create_buffer(&wgpu::BufferDescriptor {
+        let descriptor = wgpu::BufferDescriptor {
             label: Some("pullback readback"),
             size: class,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        })
+        };
+        let buffer = pool.retrying(class, relieve, || device.create_buffer(&descriptor))?;
+        let counters = &pool.counters;
+        counters.staging_allocations.fetch_add(1, Ordering::Relaxed);
+        Ok(buffer)
     }
 
     pub fn give_back(&self, buffer: wgpu::Buffer) {
