@@ -64,7 +64,15 @@ pub fn tensor(data: &[f32], shape: &[usize]) -> Tensor {
 /// Reads a tensor back to the host.
 #[track_caller]
 pub fn read(t: &Tensor) -> Vec<f32> {
-    ok(t.to_vec())
+    let v = ok(t.to_vec());
+    assert_eq!(
+        v.len(),
+        t.numel(),
+        "read back {} values of {:?}",
+        v.len(),
+        t.shape()
+    );
+    v
 }
 
 /// A small computation with a known result, forward and backward, to show

@@ -211,6 +211,13 @@ pub(crate) fn compare(
     want: &[f64],
     tol: impl Fn(usize) -> f64,
 ) -> Result<f64, String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{} values where {} were expected",
+            got.len(),
+            want.len()
+        ));
+    }
     let mut worst = 0.0f64;
     for (e, (&gv, &w)) in got.iter().zip(want).enumerate() {
         let t = tol(e) + 1e-30;
@@ -288,15 +295,41 @@ fn check(p: &Program) -> Result<Worst, String> {
     let v = ok(dev.tensor(&vrows, &[p.k, r, c]));
     let inputs: Vec<&Tensor> = leaves.iter().map(|&l| g.t(l)).collect();
     let grads = ok(pullback::vjp_batched(&[g.t(out)], &[&v], &inputs));
-    // Every value and gradient, read back with one submit.
+    // One gradient per input, each [K, *input].
+    assert_eq!(
+        grads.len(),
+        inputs.len(),
+        "gradients for {} inputs",
+        inputs.len()
+    );
+    for (gr, x) in grads.iter().zip(&inputs) {
+        assert_eq!(
+            gr.shape(),
+            [&[p.k][..], x.shape()].concat(),
+            "gradient shape"
+        );
+    }
+    // Every value and gradient, read back with one submit; each of the
+    // length its shape says.
     let all: Vec<&Tensor> = g.dv.iter().chain(&grads).collect();
-    let mut back = ok(pullback::read_all(&all)).into_iter().map(|v| to_f64(&v));
+    let values = ok(pullback::read_all(&all));
+    assert_eq!(values.len(), all.len(), "read_all returned too few tensors");
+    for (v, t) in values.iter().zip(&all) {
+        assert_eq!(
+            v.len(),
+            t.numel(),
+            "read back {} of {:?}",
+            v.len(),
+            t.shape()
+        );
+    }
+    let mut back = values.into_iter().map(|v| to_f64(&v));
     let device: Vec<H> = g
         .exact
         .iter()
         .map(|h| H {
             shape: h.shape.clone(),
-            v: back.next().unwrap_or_default(),
+            v: back.next().expect("one read-back per value"),
         })
         .collect();
     let what = |w: String| format!("{w}; [{r}, {c}], K = {}, ops {ops:?}", p.k);

@@ -47,6 +47,7 @@ pub(crate) fn check(
     let inputs: Vec<&Tensor> = leaves.iter().map(|&l| g.t(l)).collect();
     let trefs: Vec<&Tensor> = tangents.iter().collect();
     let jvp = ok(pullback::jvp_batched(&[g.t(out)], &inputs, &trefs));
+    assert_eq!(jvp.len(), 1, "one tangent per output");
     let got = to_f64(&read(&jvp[0]));
     let n = g.exact[out].v.len();
     assert_eq!(jvp[0].shape(), &[&[p.k][..], &g.exact[out].shape].concat());
@@ -82,6 +83,7 @@ pub(crate) fn check(
         }
         other => ok(other),
     };
+    assert_eq!(hv.len(), inputs.len(), "one H·v per input");
     let got: Vec<Vec<f64>> = hv.iter().map(|h| to_f64(&read(h))).collect();
     let all: Vec<usize> = (0..=out).collect();
     let v = to_f64(&v);
