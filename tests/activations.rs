@@ -153,10 +153,11 @@ fn leaky_relu_elu_clamp_away_from_their_kinks() {
         |x| if x > 0.0 { x } else { 1.5 * x.exp_m1() },
         |x| if x > 0.0 { 1.0 } else { 1.5 * x.exp() },
     );
-    // Bounds at ±0.5: inputs from Signed(0.05, 3) can sit near them.
+    // Below, between and above the bounds, each input at least 0.05 from
+    // them; the derivative is 1 between and 0 outside.
     check(
         "clamp",
-        Dist::Uniform(0.55, 3.0),
+        Dist::Away(-3.0, 3.0, &[-0.5, 1.0], 0.05),
         Tol::ARITH,
         |x| x.clamp(-0.5, 1.0),
         |x| x.clamp(-0.5, 1.0),

@@ -118,6 +118,9 @@ pub enum Dist {
     /// Magnitude uniform in `[lo, hi]` (`lo > 0`), random sign: both signs,
     /// but never within `lo` of zero (kinks of relu/abs, poles of 1/x).
     Signed(f32, f32),
+    /// Uniform in `[lo, hi]` but never within `gap` of one of `kinks` (the
+    /// bounds of clamp: both sides and between, away from each bound).
+    Away(f32, f32, &'static [f32], f32),
 }
 
 /// A stable 64-bit hash (FNV-1a) of a test name, to derive seeds that do not
@@ -147,6 +150,12 @@ pub fn sample(rng: &mut StdRng, n: usize, dist: Dist) -> Vec<f32> {
                 let m: f32 = rng.random_range(lo..=hi);
                 if rng.random_bool(0.5) { m } else { -m }
             }
+            Dist::Away(lo, hi, kinks, gap) => loop {
+                let v: f32 = rng.random_range(lo..=hi);
+                if kinks.iter().all(|k| (v - k).abs() >= gap) {
+                    break v;
+                }
+            },
         })
         .collect();
     assert!(
