@@ -101,5 +101,10 @@ fn main() -> Result<()> {
         "final accuracy: {:.1}% ({correct}/{B})",
         100.0 * correct as f32 / B as f32
     );
+    // The blobs are separable enough that training must fit them.
+    assert!(
+        correct * 10 >= B * 9,
+        "the MLP did not learn: {correct}/{B}"
+    );
     Ok(())
 }

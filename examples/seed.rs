@@ -12,7 +12,10 @@ fn main() -> Result<()> {
     let y = x.mul(&x)?;
     y.backward_with(&dev.tensor(&[1.0, 1.0], &[2])?)?;
     let grad = x.grad().expect("x is a leaf that y depends on").to_vec()?;
-    println!("y = {:?}", y.to_vec()?);
+    let y = y.to_vec()?;
+    println!("y = {y:?}");
     println!("x.grad = {grad:?}");
+    assert_eq!(y, vec![4.0, 9.0]);
+    assert_eq!(grad, vec![4.0, 6.0]);
     Ok(())
 }
