@@ -350,16 +350,22 @@ fn pooling_ties_and_bad_shapes() {
     assert_eq!(read(&g[0]), vec![1.0, 0.0, 0.0, 0.0]);
     let w = ok(d.tensor(&[1.0; 18], &[2, 1, 3, 3]));
     let img = ok(d.tensor(&[1.0; 32], &[1, 2, 4, 4]));
-    expect_err(img.conv2d(&w, opts(1, 0, 1, 1)), &["conv2d", "channels"]);
+    expect_invalid(img.conv2d(&w, opts(1, 0, 1, 1)), "conv2d", &["channels"]);
     let w2 = ok(d.tensor(&[1.0; 36], &[2, 2, 3, 3]));
-    expect_err(img.conv2d(&w2, opts(0, 0, 1, 1)), &["stride"]);
-    expect_err(
+    expect_invalid(img.conv2d(&w2, opts(0, 0, 1, 1)), "conv2d", &["stride"]);
+    expect_invalid(
         img.conv2d(&ok(d.tensor(&[1.0; 50], &[2, 1, 5, 5])), opts(1, 0, 1, 2)),
+        "conv2d",
         &["does not fit"],
     );
-    expect_err(img.conv1d(&w, ConvOptions::default()), &["conv1d"]);
-    expect_err(
+    expect_invalid(
+        img.conv1d(&w, ConvOptions::default()),
+        "conv1d",
+        &["[N, C, W]"],
+    );
+    expect_invalid(
         ok(d.tensor(&[1.0; 4], &[4])).max_pool2d(2, 2),
+        "max_pool2d",
         &["[N, C, H, W]"],
     );
     assert_eq!(ConvOptions::default(), opts(1, 0, 1, 1));

@@ -186,9 +186,10 @@ fn a_kink_fails_and_names_the_element() {
 
 #[test]
 fn calls_it_cannot_make_are_errors() {
-    expect_err(
+    expect_invalid(
         gradcheck(|t| t[0].sum_all(), &[], GradcheckOptions::default()),
-        &["input"],
+        "gradcheck",
+        &["at least one input"],
     );
     let (d1, d2) = (fresh_device(), fresh_device());
     let a = ok(d1.tensor(&[1.0], &[1]));

@@ -105,6 +105,47 @@ pub fn expect_err<T: std::fmt::Debug>(r: pullback::Result<T>, words: &[&str]) ->
     e
 }
 
+/// Asserts that `r` failed with `Error::InvalidArgument` from `op`, whose
+/// reason contains every one of `words` (case-insensitive): the variant,
+/// the op and why, not only a name somewhere in the text.
+#[track_caller]
+pub fn expect_invalid<T: std::fmt::Debug>(r: pullback::Result<T>, op: &str, words: &[&str]) {
+    match r {
+        Err(Error::InvalidArgument { op: got, reason }) => {
+            assert_eq!(got, op, "refused by {got}, not {op}: {reason}");
+            let lower = reason.to_lowercase();
+            for w in words {
+                assert!(
+                    lower.contains(&w.to_lowercase()),
+                    "{op}'s reason should mention {w:?}: {reason}"
+                );
+            }
+        }
+        other => panic!("expected InvalidArgument from {op}, got {other:?}"),
+    }
+}
+
+/// Asserts that `r` failed with `Error::ShapeMismatch` from `op` with
+/// these operand shapes.
+#[track_caller]
+pub fn expect_shape_mismatch<T: std::fmt::Debug>(
+    r: pullback::Result<T>,
+    op: &str,
+    lhs: &[usize],
+    rhs: &[usize],
+) {
+    match r {
+        Err(Error::ShapeMismatch {
+            op: got,
+            lhs: l,
+            rhs: r,
+        }) => {
+            assert_eq!((got, &l[..], &r[..]), (op, lhs, rhs));
+        }
+        other => panic!("expected ShapeMismatch from {op}, got {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Deterministic random inputs
 // ---------------------------------------------------------------------------
