@@ -134,6 +134,34 @@ fn mlp_matches_a_loop_of_single_example_passes() {
     check_model("mlp", &model, &ps, b);
 }
 
+/// A small CNN (`examples/cnn.rs`'s shape of model): conv2d (2 input
+/// channels, 3 filters 3×3, padding 1), relu, 2×2 max pooling, a dense
+/// layer and per-example cross-entropy; the images' axis 0 carries the
+/// examples through the unfold, the GEMMs and the pooling.
+#[test]
+fn a_conv_and_max_pool_model_matches_a_loop_of_single_example_passes() {
+    let (b, c, hw, f, classes) = (5, 2, 6, 3, 4);
+    let d = dev();
+    let x = data(d, "cnn x", &[b, c, hw, hw]);
+    let labels: Vec<u32> = (0..b).map(|i| (i * 3 % classes) as u32).collect();
+    let flat = f * (hw / 2) * (hw / 2);
+    let ps = params(
+        d,
+        "cnn params",
+        &[&[f, c, 3, 3], &[flat, classes], &[classes]],
+    );
+    let options = pullback::ConvOptions {
+        padding: 1,
+        ..Default::default()
+    };
+    let model = |p: &[Tensor]| {
+        let maps = x.conv2d(&p[0], options)?.relu()?.max_pool2d(2, 2)?;
+        let z = maps.reshape(&[b, flat])?.matmul(&p[1])?.add(&p[2])?;
+        z.cross_entropy(&labels)
+    };
+    check_model("conv + max_pool2d", &model, &ps, b);
+}
+
 /// One weight used twice (`tanh(x·W)·W`): its per-example gradient is the
 /// sum of both uses' outer products, and its norm is not ‖x‖·‖g‖ of either.
 #[test]
