@@ -22,6 +22,9 @@ var<private> NAN_BITS: u32 = 0x7fc00000u;
 // else NaN as in PyTorch; 0^p is 0 (p > 0), inf (p < 0); x^0 is 1.
 fn pow_real(x: f32, p: f32) -> f32 {
     if (p == 0.0) { return 1.0; }
+    // NaN stays NaN. Tested on the bits: llvmpipe's log2/exp2 give 0 for a
+    // NaN, and a compiler may fold x != x away.
+    if ((bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u) { return x; }
     if (x == 0.0) { return select(bitcast<f32>(INF_BITS), 0.0, p > 0.0); }
     let mag = exp2(p * log2(abs(x)));
     if (x > 0.0) { return mag; }

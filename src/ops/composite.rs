@@ -66,7 +66,13 @@ impl Tensor {
             one_hot[b * classes + l as usize] = 1.0;
         }
         let one_hot = self.device().tensor(&one_hot, &[batch, classes])?;
-        self.log_softmax(1)?.mul(&one_hot)?.sum(&[1], false)?.neg()
+        // The label's log-probability picked, not multiplied by a one-hot: a
+        // −inf logit (a masked class) has log-probability −inf, and −inf·0
+        // would make the loss NaN.
+        self.log_softmax(1)?
+            .keep_where(&one_hot)?
+            .sum(&[1], false)?
+            .neg()
     }
 
     /// Minimum along `axis`, as −max(−x): the gradient goes to the first

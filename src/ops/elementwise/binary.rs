@@ -333,6 +333,15 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// `self` where `cond` is nonzero, 0 elsewhere; a NaN or inf of `self`
+    /// where `cond` is 0 does not leak (cross-entropy's pick of the label's
+    /// log-probability, where another class's logit may be −inf).
+    pub(crate) fn keep_where(&self, cond: &Tensor) -> Result<Tensor> {
+        apply(self, cond, BinaryOp::KeepWhere)
+    }
+}
+
 macro_rules! operator_sugar {
     ($trait:ident, $method:ident) => {
         /// Operator sugar for the method of the same name. Panics where the
