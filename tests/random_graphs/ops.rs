@@ -119,6 +119,10 @@ pub(crate) fn step(
                  t: pullback::Result<Tensor>,
                  f: fn(f64) -> f64,
                  df: fn(f64, f64) -> f64| g.unary(t, a, f, df);
+    let exact = |g: &mut Both,
+                 t: pullback::Result<Tensor>,
+                 f: fn(f64) -> f64,
+                 df: fn(f64, f64) -> f64| g.exact_unary(t, a, f, df);
     match st.op {
         0 | 1 => {
             // sin and cos of f32 arguments past ~1e2 are not accurate on
@@ -140,14 +144,14 @@ pub(crate) fn step(
         }
         2 => (unary(g, ta.tanh(), f64::tanh, |_, y| 1.0 - y * y), "tanh"),
         3 => (unary(g, ta.sigmoid(), sig, |_, y| y * (1.0 - y)), "sigmoid"),
-        4 => (unary(g, ta.square(), |x| x * x, |x, _| 2.0 * x), "square"),
-        5 => (unary(g, ta.neg(), |x| -x, |_, _| -1.0), "neg"),
+        4 => (exact(g, ta.square(), |x| x * x, |x, _| 2.0 * x), "square"),
+        5 => (exact(g, ta.neg(), |x| -x, |_, _| -1.0), "neg"),
         6 => (
-            unary(g, ta.mul_scalar(0.75), |x| 0.75 * x, |_, _| 0.75),
+            exact(g, ta.mul_scalar(0.75), |x| 0.75 * x, |_, _| 0.75),
             "mul_scalar",
         ),
         7 => (
-            unary(g, ta.add_scalar(-0.25), |x| x - 0.25, |_, _| 1.0),
+            exact(g, ta.add_scalar(-0.25), |x| x - 0.25, |_, _| 1.0),
             "add_scalar",
         ),
         8..=11 => {
@@ -210,7 +214,7 @@ pub(crate) fn step(
             }
         }
         20 => (
-            unary(
+            exact(
                 g,
                 ta.relu(),
                 |x| x.max(0.0),
@@ -219,7 +223,7 @@ pub(crate) fn step(
             "relu",
         ),
         21 => (
-            unary(g, ta.abs(), f64::abs, |x, _| {
+            exact(g, ta.abs(), f64::abs, |x, _| {
                 x.signum() * f64::from(u8::from(x != 0.0))
             }),
             "abs",
@@ -275,9 +279,9 @@ pub(crate) fn step(
         32 => (unary(g, ta.silu(), |x| x * sig(x), silu_d), "silu"),
         33 => (unary(g, ta.softplus(), softplus, |x, _| sig(x)), "softplus"),
         34 => (unary(g, ta.elu(0.7), elu, elu_d), "elu"),
-        35 => (unary(g, ta.leaky_relu(0.1), leaky, leaky_d), "leaky_relu"),
+        35 => (exact(g, ta.leaky_relu(0.1), leaky, leaky_d), "leaky_relu"),
         36 => (
-            unary(g, ta.clamp(-0.5, 0.8), |x| x.clamp(-0.5, 0.8), clamp_d),
+            exact(g, ta.clamp(-0.5, 0.8), |x| x.clamp(-0.5, 0.8), clamp_d),
             "clamp",
         ),
         37 => match st.k % 3 {

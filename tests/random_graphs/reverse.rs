@@ -67,13 +67,16 @@ impl Tape {
         let out = &vals[i];
         match &self.nodes[i] {
             Node::Leaf => {}
-            Node::Unary(x, _, df) => {
+            Node::Unary(x, _, df, deriv) => {
                 for (e, &ge) in gi.iter().enumerate() {
                     let d = df(vals[*x].v[e], out.v[e]);
                     // f32 transcendentals lose absolute accuracy in
-                    // proportion to the argument (range reduction).
-                    let floor =
-                        DERIV_ERROR * (1.0 + vals[*x].v[e].abs()) * abs_scale.unwrap_or(0.0);
+                    // proportion to the argument (range reduction); exact
+                    // derivatives do not.
+                    let floor = deriv.floor()
+                        * DERIV_ERROR
+                        * (1.0 + vals[*x].v[e].abs())
+                        * abs_scale.unwrap_or(0.0);
                     g[*x][e] += ge * if abs { d.abs() + floor } else { d };
                 }
             }

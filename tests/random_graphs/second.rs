@@ -64,10 +64,11 @@ impl Tape {
                     dot[x][e] += if abs { c.abs() } else { c };
                 }
             }
-            if let (Some(scale), Node::Unary(x, ..)) = (abs_scale, &self.nodes[i]) {
+            if let (Some(scale), Node::Unary(x, _, _, deriv)) = (abs_scale, &self.nodes[i]) {
                 for (e, &g) in ybar[i].iter().enumerate() {
                     let xe = vals[*x].v[e];
-                    dot[*x][e] += g.abs() * t[*x][e].abs() * DERIV_ERROR * (1.0 + xe.abs()) * scale;
+                    let floor = deriv.floor() * DERIV_ERROR * (1.0 + xe.abs()) * scale;
+                    dot[*x][e] += g.abs() * t[*x][e].abs() * floor;
                 }
             }
         }

@@ -39,11 +39,14 @@ impl Tape {
                     Some(j) => leaf_tangents[j].iter().map(|&x| a(x)).collect(),
                     None => vec![0.0; n],
                 },
-                Node::Unary(x, _, df) => (0..n)
+                Node::Unary(x, _, df, deriv) => (0..n)
                     .map(|e| {
                         let xe = vals[*x].v[e];
                         let d = df(xe, out.v[e]);
-                        let floor = DERIV_ERROR * (1.0 + xe.abs()) * abs_scale.unwrap_or(0.0);
+                        let floor = deriv.floor()
+                            * DERIV_ERROR
+                            * (1.0 + xe.abs())
+                            * abs_scale.unwrap_or(0.0);
                         t[*x][e] * if abs { d.abs() + floor } else { d }
                     })
                     .collect(),

@@ -35,12 +35,33 @@ pub enum Red {
 }
 
 /// How a value was made. Reductions over `Some(axis)` keep the axis;
+/// How a unary op's derivative is computed on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deriv {
+    /// Through exp, sin, tanh…: accurate to about DERIV_ERROR·(1 + |x|).
+    Transcendental,
+    /// In a few exact roundings: no absolute floor.
+    Exact,
+}
+
+impl Deriv {
+    /// The absolute floor's factor: 1 for a transcendental derivative.
+    pub fn floor(self) -> f64 {
+        match self {
+            Deriv::Transcendental => 1.0,
+            Deriv::Exact => 0.0,
+        }
+    }
+}
+
 /// `None` reduces everything to `[]`. Row-wise ops work along axis 1.
 #[derive(Clone, Debug)]
 pub enum Node {
     Leaf,
-    /// y = f(x); f'(x, y).
-    Unary(usize, fn(f64) -> f64, fn(f64, f64) -> f64),
+    /// y = f(x); f'(x, y); whether f' is computed by a transcendental
+    /// function on the device (its absolute error grows with |x|), or
+    /// exactly (neg, square, scalings, relu, abs, leaky_relu, clamp).
+    Unary(usize, fn(f64) -> f64, fn(f64, f64) -> f64, Deriv),
     Binary(usize, usize, Bin),
     Matmul(usize, usize),
     Reduce(usize, Option<usize>, Red),
@@ -137,7 +158,7 @@ impl Tape {
         let h = |j: usize| &vals[j];
         let (shape, v): (Vec<usize>, Vec<f64>) = match &self.nodes[i] {
             Node::Leaf => unreachable!("leaves are given"),
-            Node::Unary(x, f, _) => (h(*x).shape.clone(), h(*x).v.iter().map(|&e| f(e)).collect()),
+            Node::Unary(x, f, ..) => (h(*x).shape.clone(), h(*x).v.iter().map(|&e| f(e)).collect()),
             Node::Binary(a, b, op) => {
                 let (ha, hb) = (h(*a), h(*b));
                 let v = (0..ha.v.len())
@@ -322,7 +343,7 @@ impl Tape {
         };
         let mag: Vec<f64> = out.v.iter().map(|x| x.abs()).collect();
         match &self.nodes[i] {
-            Node::Unary(x, _, df) => (0..mag.len())
+            Node::Unary(x, _, df, _) => (0..mag.len())
                 .map(|e| {
                     let xe = vals[*x].v[e];
                     mag[e] + (xe * df(xe, out.v[e])).abs()
