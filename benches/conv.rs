@@ -124,6 +124,20 @@ fn main() {
             groups,
         )
     };
+    // The direct kernel computes what conv2d does, before it is timed: the
+    // same inputs, each output a sum of C·9 = 144 products in another
+    // order (1e-5 of the sum of their magnitudes, about 1e-4 of a value).
+    let want = conv.x.detach().conv2d(&conv.w.detach(), opts()).unwrap();
+    let (want, got) = (want.to_vec().unwrap(), direct.output(&dev, N * O * S * S));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    assert!(
+        worst <= 1e-5 * scale,
+        "conv_direct.wgsl differs from conv2d: {worst} of {scale}"
+    );
     let (fma, fma_flop) = fma_kernel(&dev);
     dev.synchronize().unwrap();
     type Case<'a> = ((&'static str, &'static str), u64, Box<dyn Fn() + 'a>);

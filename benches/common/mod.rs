@@ -73,6 +73,8 @@ pub struct RawKernel {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: u32,
+    /// The last binding (every baseline's output), to check once.
+    output: wgpu::Buffer,
 }
 
 impl RawKernel {
@@ -141,13 +143,24 @@ impl RawKernel {
             pipeline,
             bind_group,
             workgroups,
+            output: buffers.last().expect("a kernel writes something").0.clone(),
         }
+    }
+
+    /// Runs once and reads the output's first `n` values back, through
+    /// pullback (the buffer wrapped as a tensor): for checking a baseline
+    /// against pullback's own result before timing it.
+    pub fn output(&self, dev: &Device, n: usize) -> Vec<f32> {
+        self.run();
+        let t = pullback::Tensor::from_wgpu_buffer(dev, self.output.clone(), &[n]).unwrap();
+        t.to_vec().unwrap()
     }
 
     /// A storage buffer of `bytes` bytes, optionally filled with `data`.
     pub fn buffer(dev: &Device, bytes: u64, data: Option<&[f32]>) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
-        let usage = wgpu::BufferUsages::STORAGE;
+        // COPY_SRC: readable once, to check the baseline (`output`).
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         match data {
             Some(data) => dev
                 .wgpu_device()

@@ -67,6 +67,37 @@ impl W1 {
     }
 }
 
+/// Checks the copy and FMA baselines once against what they must compute:
+/// the copy returns its input exactly; each FMA invocation's sum of eight
+/// accumulators matches the same recurrence in f64 (fma or multiply-add:
+/// 1024 steps of a contraction, within 1e-5 relative).
+pub fn check_baselines(dev: &Device, copy: &RawKernel, n: usize, fma: &RawKernel) {
+    assert!(
+        copy.output(dev, n) == values(n, 3),
+        "the copy kernel does not copy"
+    );
+    let got = fma.output(dev, 4 * 1024);
+    for gid in [0usize, 1, 517, 1023] {
+        let seed = (gid as f32 * 1e-7) as f64;
+        for lane in 0..4 {
+            let want: f64 = (0..8)
+                .map(|k| {
+                    let mut a = seed + 1e-3 * lane as f64 + 0.1 * k as f64;
+                    for _ in 0..1024 {
+                        a = a * 0.999999 + 1e-6;
+                    }
+                    a
+                })
+                .sum();
+            let g = got[gid * 4 + lane] as f64;
+            assert!(
+                (g - want).abs() <= 1e-5 * want.abs(),
+                "fma.wgsl: {g} vs {want}"
+            );
+        }
+    }
+}
+
 /// The copy baseline: a plain WGSL vec4 copy over `n` values (a multiple of 4).
 pub fn copy_kernel(dev: &Device, n: usize) -> RawKernel {
     let src = RawKernel::buffer(dev, 0, Some(&values(n, 3)));

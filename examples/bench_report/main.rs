@@ -85,6 +85,7 @@ fn main() {
         "GB/s",
     );
     let (fma, fma_flop) = fma_kernel(&dev);
+    check_baselines(&dev, &copy_small, W1_N, &fma);
     let fma_gflops = r.add(
         "ceilings",
         "FMA GFLOP/s (WGSL vec4 FMAs)",
