@@ -6,7 +6,7 @@ use common::*;
 use pullback::Tensor;
 use rand::RngExt;
 
-use crate::tape::{self, Bin, Node, Red};
+use crate::tape::{self, Bin, Cmp, Node, Red};
 use crate::{Both, Step, TRIG_RANGE, common};
 
 /// A custom op (the user's WGSL) in the programs: y = x·tanh x, saving x.
@@ -271,6 +271,17 @@ pub(crate) fn step(
             let all = g.push(t, Node::Reduce(a, None, kind));
             (g.times(a, all), ["sum_all", "mean_all"][st.k % 2])
         }
+        29 => {
+            // A mask (no gradient) that later ops use as a value.
+            let (cmp, t, name) = match st.k {
+                0 => (Cmp::Lt, ta.lt(g.t(b)), "a < b"),
+                1 => (Cmp::Ge, ta.ge(g.t(b)), "a >= b"),
+                2 => (Cmp::Le, ta.le(g.t(b)), "a <= b"),
+                _ => (Cmp::Eq, ta.eq(g.t(a)), "a == a"),
+            };
+            let other = if cmp == Cmp::Eq { a } else { b };
+            (g.push(t, Node::Cmp(a, other, cmp)), name)
+        }
         30 => (unary(g, ta.gelu(), gelu, gelu_d), "gelu"),
         31 => (
             unary(g, ta.gelu_tanh(), gelu_tanh, gelu_tanh_d),
@@ -313,7 +324,7 @@ pub(crate) fn step(
             (g.binary(a, b_any, op), ["maximum", "minimum"][st.k % 2])
         }
         39 => {
-            let cond = g.push(ta.gt(g.t(b)), Node::Gt(a, b));
+            let cond = g.push(ta.gt(g.t(b)), Node::Cmp(a, b, Cmp::Gt));
             let t = g.t(cond).where_cond(&ta, g.t(b));
             (g.push(t, Node::Where(cond, a, b)), "where_cond(a > b)")
         }

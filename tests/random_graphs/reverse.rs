@@ -212,7 +212,7 @@ impl Tape {
                     g[*x][src] += ge;
                 }
             }
-            Node::Gt(..) => {}
+            Node::Cmp(..) => {}
             Node::Where(cond, t, f) => {
                 for (e, &ge) in gi.iter().enumerate() {
                     let to = if vals[*cond].v[e] != 0.0 { *t } else { *f };

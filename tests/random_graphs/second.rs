@@ -16,7 +16,7 @@ use crate::tape::{H, Node, Tape};
 /// The values a node's rule reads: its inputs.
 fn inputs(node: &Node) -> Vec<usize> {
     let mut v = match node {
-        Node::Leaf | Node::Gt(..) => vec![],
+        Node::Leaf | Node::Cmp(..) => vec![],
         Node::Unary(x, ..)
         | Node::Reduce(x, ..)
         | Node::Softmax(x)

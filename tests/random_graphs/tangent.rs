@@ -120,7 +120,7 @@ impl Tape {
                 Node::Reshape(x, shape) => linear(Node::Reshape(0, shape.clone()), &[*x]),
                 Node::Broadcast(x, shape) => linear(Node::Broadcast(0, shape.clone()), &[*x]),
                 Node::Index(x, axis, idx) => linear(Node::Index(0, *axis, idx.clone()), &[*x]),
-                Node::Gt(..) => vec![0.0; n],
+                Node::Cmp(..) => vec![0.0; n],
                 Node::Where(cond, pt, pf) => (0..n)
                     .map(|e| t[if vals[*cond].v[e] != 0.0 { *pt } else { *pf }][e])
                     .collect(),

@@ -34,7 +34,28 @@ pub enum Red {
     Var,
 }
 
-/// How a value was made. Reductions over `Some(axis)` keep the axis;
+/// A comparison: a 0/1 mask, no gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    Gt,
+    Lt,
+    Ge,
+    Le,
+    Eq,
+}
+
+impl Cmp {
+    pub fn holds(self, x: f64, y: f64) -> bool {
+        match self {
+            Cmp::Gt => x > y,
+            Cmp::Lt => x < y,
+            Cmp::Ge => x >= y,
+            Cmp::Le => x <= y,
+            Cmp::Eq => x == y,
+        }
+    }
+}
+
 /// How a unary op's derivative is computed on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deriv {
@@ -54,6 +75,7 @@ impl Deriv {
     }
 }
 
+/// How a value was made. Reductions over `Some(axis)` keep the axis;
 /// `None` reduces everything to `[]`. Row-wise ops work along axis 1.
 #[derive(Clone, Debug)]
 pub enum Node {
@@ -79,7 +101,7 @@ pub enum Node {
     /// `[r, c]` logits → `[r]` losses.
     CrossEntropy(usize, Vec<usize>),
     /// 1 where a > b, else 0 (no gradient).
-    Gt(usize, usize),
+    Cmp(usize, usize, Cmp),
     /// cond, on_true, on_false (all `[r, c]`).
     Where(usize, usize, usize),
     Cumsum(usize, usize),
@@ -277,9 +299,11 @@ impl Tape {
                     .collect();
                 (vec![h(*x).shape[0]], v)
             }
-            Node::Gt(a, b) => {
+            Node::Cmp(a, b, cmp) => {
                 let v = h(*a).v.iter().zip(&h(*b).v);
-                let v = v.map(|(x, y)| f64::from(u8::from(x > y))).collect();
+                let v = v
+                    .map(|(&x, &y)| f64::from(u8::from(cmp.holds(x, y))))
+                    .collect();
                 (h(*a).shape.clone(), v)
             }
             Node::Where(cond, t, f) => {
