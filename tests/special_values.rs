@@ -13,9 +13,10 @@ use pullback::Tensor;
 
 const X: [f32; 6] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.5];
 
-/// Same IEEE class and, when finite, equal to within f32 rounding.
+/// Same IEEE class and, when finite, equal to within f32 rounding; `at`
+/// names element i in a failure.
 #[track_caller]
-fn same(what: &str, got: &[f32], want: &[f32]) {
+fn same_at(what: &str, got: &[f32], want: &[f32], at: impl Fn(usize) -> String) {
     assert_eq!(got.len(), want.len(), "{what}");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let ok = if w.is_nan() {
@@ -25,8 +26,20 @@ fn same(what: &str, got: &[f32], want: &[f32]) {
         } else {
             (g - w).abs() <= 2e-6 * w.abs().max(1.0)
         };
-        assert!(ok, "{what}: at x = {}: got {g}, want {w}", X[i]);
+        assert!(ok, "{what}: {}: got {g}, want {w}", at(i));
     }
+}
+
+/// [`same_at`] over the inputs `X`.
+#[track_caller]
+fn same(what: &str, got: &[f32], want: &[f32]) {
+    same_at(what, got, want, |i| format!("at x = {}", X[i]));
+}
+
+/// [`same_at`] over rows (or windows).
+#[track_caller]
+fn same5(what: &str, got: &[f32], want: &[f32]) {
+    same_at(what, got, want, |i| format!("row {i}"));
 }
 
 type Unary = (
@@ -302,20 +315,4 @@ fn max_pool2d_and_a_negative_base() {
     same5("(−x)^2.5", &read(&ok(neg.powf(2.5))), &[nan, nan, nan]);
     same5("(−x)^2", &read(&ok(neg.powf(2.0))), &[4.0, inf, 0.25]);
     same5("(−x)^3", &read(&ok(neg.powf(3.0))), &[-8.0, -inf, -0.125]);
-}
-
-/// `same` for rows (no X to name).
-#[track_caller]
-fn same5(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let ok = if w.is_nan() {
-            g.is_nan()
-        } else if w.is_infinite() {
-            g == w
-        } else {
-            (g - w).abs() <= 2e-6 * w.abs().max(1.0)
-        };
-        assert!(ok, "{what}: row {i}: got {g}, want {w}");
-    }
 }
