@@ -100,9 +100,8 @@ impl Device {
     /// its freed scratch in the pending encoder). The deferred forward chain
     /// is not run: its work is recorded later, after this, in order.
     pub(crate) fn relieve(&self) {
+        self.trim_pool();
         let shared = &*self.shared;
-        shared.pool.trim();
-        shared.staging.trim();
         let mut pending = shared.pending.locked();
         if let Some(encoder) = pending.take() {
             self.submit(encoder);
