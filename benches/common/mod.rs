@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod modes;
+pub mod shapes;
 pub mod small_graph;
 pub mod workloads;
 

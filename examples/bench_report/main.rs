@@ -10,7 +10,8 @@
 //! pipelines included), then W1–W5, W9 (a small graph's host cost),
 //! matmul and readback with ms, GB/s or GFLOP/s, the fraction of the ceiling, batched/looped ratios and peak
 //! bytes; forward mode and second order (W7 Hessian-vector products, W8
-//! `jvp_batched`, the tall Jacobian in both modes: `modes.rs`); and a K
+//! `jvp_batched`, the tall Jacobian in both modes: `modes.rs`); W10, shapes
+//! that change, each workload in a fresh process (`shapes.rs`); and a K
 //! sweep (W2 at K = 1…256, the W5 Jacobian at 64…1024 rows, W7 at K =
 //! 1…64, W8 at K = 1…256) as ms per cotangent, tangent or direction next
 //! to the looped cost, also drawn as an SVG chart.
@@ -24,6 +25,7 @@ mod common;
 mod gpu;
 mod modes;
 mod report;
+mod shapes;
 
 use std::time::Instant;
 
@@ -41,6 +43,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--startup-child") {
         startup_child();
+        return;
+    }
+    if shapes::child(&args) {
         return;
     }
     let flag = |name: &str| {
@@ -243,6 +248,7 @@ fn main() {
     r.add("W5", "passes under that budget", passes as f64, "");
 
     modes::sections(&dev, &mut r);
+    shapes::section(&mut r);
 
     r.section("Readback: to_vec of [64, 2^16]");
     let rb = dev.tensor(&values(W2_K * W2_N, 5), &[W2_K, W2_N]).unwrap();

@@ -24,6 +24,9 @@ pub struct Stats {
     pub readbacks: u64,
     /// Mappable staging buffers created for readbacks (they are pooled).
     pub staging_allocations: u64,
+    /// Compute pipelines created (kernel variants compiled), evicted ones
+    /// included: a loop whose shapes change can assert it compiles few.
+    pub pipelines: u64,
 }
 
 /// Live and peak bytes plus event counts. A device has one; a dry run
@@ -51,6 +54,7 @@ impl Counters {
             allocations: self.allocations.load(Ordering::Relaxed),
             readbacks: self.readbacks.load(Ordering::Relaxed),
             staging_allocations: self.staging_allocations.load(Ordering::Relaxed),
+            pipelines: 0,
         }
     }
 

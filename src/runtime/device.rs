@@ -274,7 +274,10 @@ impl Device {
     /// # Ok(()) }
     /// ```
     pub fn stats(&self) -> Stats {
-        self.shared.pool.counters.snapshot()
+        Stats {
+            pipelines: self.shared.kernels.created(),
+            ..self.shared.pool.counters.snapshot()
+        }
     }
 
     /// Restarts `peak_bytes` from the current `live_bytes`.

@@ -1,14 +1,16 @@
 //! The one pipeline cache (keyed by module, entry point and override
-//! constants), bind group layouts built in one place, and the parameter
-//! block every kernel reads at binding 0. Kernels know no graph and no op:
-//! they get a module, an entry point and buffers.
+//! constants; least recently used variants evicted past a limit) and bind
+//! group layouts built in one place; the parameter block at binding 0 is
+//! `params.rs`. Kernels know no graph and no op: they get a module, an
+//! entry point and buffers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::lock::Recover;
+pub(crate) use crate::runtime::params::Params;
 use crate::runtime::warm::Warmer;
-use crate::shape::MAX_RANK;
 
 /// Workgroup size shared by every kernel (`WG` in `shaders/common.wgsl`).
 pub(crate) const WG: u32 = 256;
@@ -88,71 +90,32 @@ impl RowKernel {
     }
 }
 
-/// The parameter block at binding 0: `Params` in `shaders/common.wgsl`.
-/// Words 0..8 are scalars; from word 8 on, slots of 6 words hold per-dim
-/// shapes and strides (rank <= 6).
-#[derive(Clone, Copy)]
-pub(crate) struct Params {
-    words: [u32; 64],
-}
-
-const SLOT_BASE: usize = 8;
-const SLOTS: usize = (64 - SLOT_BASE) / MAX_RANK;
-
-impl Params {
-    /// `n` elements per batch row, `k` rows (cotangents).
-    pub fn new(n: usize, k: usize) -> Self {
-        let mut words = [0u32; 64];
-        words[0] = n as u32;
-        words[1] = k as u32;
-        Params { words }
-    }
-    pub fn rank(mut self, rank: usize) -> Self {
-        self.words[2] = rank as u32;
-        self
-    }
-    pub fn scalar(mut self, s: f32) -> Self {
-        self.words[3] = s.to_bits();
-        self
-    }
-    /// Word `i` of the block, whatever it means to the kernel (custom ops'
-    /// `PbParams`, `shaders/custom/prelude.wgsl`).
-    pub fn word(mut self, i: usize, v: u32) -> Self {
-        self.words[i] = v;
-        self
-    }
-    /// Extra scalar words `x0..x3` (word 4 + i).
-    pub fn extra(mut self, i: usize, v: usize) -> Self {
-        self.words[4 + i] = v as u32;
-        self
-    }
-    /// Slot `slot` holds `values` (right-aligned dims are the caller's job).
-    pub fn slot(mut self, slot: usize, values: &[usize]) -> Self {
-        debug_assert!(slot < SLOTS && values.len() <= MAX_RANK);
-        for (d, &v) in values.iter().enumerate() {
-            self.words[SLOT_BASE + slot * MAX_RANK + d] = v as u32;
-        }
-        self
-    }
-    /// Word `i` of the slot area (slot s, dim d is word 6s + d).
-    pub fn slot_word(mut self, i: usize, v: u32) -> Self {
-        self.words[SLOT_BASE + i] = v;
-        self
-    }
-    fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.words)
-    }
-}
-
 type LayoutKey = Vec<(u32, Access)>;
 type PipelineKey = (String, String, Vec<(&'static str, u64)>);
 
-/// Compiled pipelines and layouts of one device; each compiled once.
-#[derive(Default)]
+/// Default for [`KernelCache::set_limit`]: far more variants than a
+/// model's kernels need (a training step of W3 uses about 40), few enough
+/// that a loop over changing shapes cannot grow the cache without bound.
+pub(crate) const DEFAULT_PIPELINE_LIMIT: usize = 512;
+
+/// A cached pipeline and when it was last asked for (a tick of the cache).
+struct Cached {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    used: u64,
+}
+
+/// Compiled pipelines and layouts of one device; each compiled once, and
+/// the least recently used pipelines evicted past a limit.
 pub(crate) struct KernelCache {
     modules: Mutex<HashMap<String, Arc<wgpu::ShaderModule>>>,
     layouts: Mutex<HashMap<LayoutKey, Arc<wgpu::BindGroupLayout>>>,
-    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<PipelineKey, Cached>>,
+    /// Ticks of the least-recently-used order.
+    clock: AtomicU64,
+    /// Pipelines kept at most.
+    limit: AtomicUsize,
+    /// Pipelines created since the device was made (`Stats::pipelines`).
+    created: AtomicU64,
     /// Starts the driver's compilation of each new pipeline at once, where
     /// it would wait for the first dispatch (`warm.rs`).
     warmer: Option<Warmer>,
@@ -161,9 +124,51 @@ pub(crate) struct KernelCache {
 impl KernelCache {
     pub fn new(warmer: Option<Warmer>) -> Self {
         KernelCache {
+            modules: Mutex::default(),
+            layouts: Mutex::default(),
+            pipelines: Mutex::default(),
+            clock: AtomicU64::new(0),
+            limit: AtomicUsize::new(DEFAULT_PIPELINE_LIMIT),
+            created: AtomicU64::new(0),
             warmer,
-            ..Default::default()
         }
+    }
+
+    /// Pipelines created so far (evicted ones included).
+    pub fn created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
+
+    /// Pipelines cached now.
+    pub fn cached(&self) -> usize {
+        self.pipelines.locked().len()
+    }
+
+    /// Keeps at most `count` pipelines (at least one), evicting the least
+    /// recently used ones now if there are more.
+    pub fn set_limit(&self, count: usize) {
+        self.limit.store(count.max(1), Ordering::Relaxed);
+        self.evict(&mut self.pipelines.locked());
+    }
+
+    /// Drops the least recently used pipelines past the limit, and the
+    /// modules no cached pipeline uses any more (a composed module's source
+    /// is written again if it is ever needed).
+    fn evict(&self, pipelines: &mut HashMap<PipelineKey, Cached>) {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if pipelines.len() <= limit {
+            return;
+        }
+        let mut ages: Vec<(u64, PipelineKey)> = (pipelines.iter())
+            .map(|(k, c)| (c.used, k.clone()))
+            .collect();
+        ages.sort_unstable_by_key(|(used, _)| *used);
+        let excess = pipelines.len() - limit;
+        for (_, key) in ages.into_iter().take(excess) {
+            pipelines.remove(&key);
+        }
+        let mut modules = self.modules.locked();
+        modules.retain(|name, _| pipelines.keys().any(|k| &k.0 == name));
     }
 
     #[cfg(test)]
@@ -246,8 +251,10 @@ impl KernelCache {
             kernel.entry.to_string(),
             constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
         );
-        if let Some(p) = self.pipelines.locked().get(&key) {
-            return p.clone();
+        let tick = self.clock.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.pipelines.locked().get_mut(&key) {
+            c.used = tick;
+            return c.pipeline.clone();
         }
         let module = self
             .modules
@@ -283,7 +290,15 @@ impl KernelCache {
                 cache: None,
             }),
         );
-        self.pipelines.locked().insert(key, pipeline.clone());
+        self.created.fetch_add(1, Ordering::Relaxed);
+        let mut pipelines = self.pipelines.locked();
+        let cached = Cached {
+            pipeline: pipeline.clone(),
+            used: tick,
+        };
+        pipelines.insert(key, cached);
+        self.evict(&mut pipelines);
+        drop(pipelines);
         if let Some(warmer) = &self.warmer {
             let bindings: Vec<u32> = kernel.bindings.iter().map(|(b, _)| *b).collect();
             warmer.warm(device, &pipeline, &layout, &bindings);

@@ -10,6 +10,7 @@ pub(crate) mod device;
 pub(crate) mod encoder;
 pub(crate) mod kernels;
 mod memory;
+pub(crate) mod params;
 pub(crate) mod pool;
 mod readback;
 mod settings;

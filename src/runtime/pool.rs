@@ -14,7 +14,7 @@
 //! same way before the driver is asked.
 
 use crate::lock::Recover;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -42,7 +42,7 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 pub(crate) struct Pool {
     device: wgpu::Device,
     /// Idle buffers by size class.
-    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    free: Mutex<BTreeMap<u64, Vec<wgpu::Buffer>>>,
     pub counters: Counters,
     /// Largest buffer the adapter lets us bind as storage (kernel operands).
     pub max_binding: u64,
@@ -54,6 +54,14 @@ pub(crate) struct Pool {
     /// Bytes held in buffers (live plus pooled) at most; `u64::MAX`: no cap.
     limit: AtomicU64,
 }
+
+/// An idle buffer serves a request up to this many times its size class
+/// (the waste is bounded as the classes' is, by the ratio).
+pub(crate) const REUSE_SPAN: u64 = 2;
+
+/// Idle bytes always allowed (up to the idle limit), however small the
+/// peak of live bytes.
+const IDLE_FLOOR: u64 = 64 << 20;
 
 /// Default for [`Pool::set_idle_limit`]: enough to keep a training step's
 /// working set, small enough not to hoard memory when sizes keep changing.
@@ -71,7 +79,7 @@ impl Pool {
             .min(limits.max_buffer_size);
         Pool {
             device,
-            free: Mutex::new(HashMap::new()),
+            free: Mutex::new(BTreeMap::new()),
             counters: Counters::default(),
             max_binding,
             max_buffer: limits.max_buffer_size,
@@ -114,18 +122,27 @@ impl Pool {
     ) -> Result<Storage> {
         self.check_size(what, bytes, bindable)?;
         let class = size_class(bytes);
-        // Pop and uncount under one lock, as give_back counts and pushes.
+        // The smallest idle buffer of this class or the next ones, up to
+        // REUSE_SPAN times the class (and bindable if asked): shapes that
+        // change from step to step reuse what earlier steps freed instead
+        // of holding a buffer per size. Pop and uncount under one lock, as
+        // give_back counts and pushes.
+        let most = class.saturating_mul(REUSE_SPAN).min(match bindable {
+            true => self.max_binding,
+            false => self.max_buffer,
+        });
         let reused = {
             let mut free = self.free.locked();
-            let b = free.get_mut(&class).and_then(Vec::pop);
-            if b.is_some() {
-                self.counters.pooled.fetch_sub(class, Ordering::Relaxed);
+            let found = (free.range_mut(class..=most.max(class)))
+                .find_map(|(&size, list)| list.pop().map(|b| (size, b)));
+            if let Some((size, _)) = found {
+                self.counters.pooled.fetch_sub(size, Ordering::Relaxed);
             }
-            b
+            found
         };
-        let buffer = match reused {
-            Some(b) => b,
-            None => self.create(class, relieve)?,
+        let (class, buffer) = match reused {
+            Some(found) => found,
+            None => (class, self.create(class, relieve)?),
         };
         self.counters.add_live(class);
         Ok(Storage {
@@ -230,11 +247,21 @@ impl Pool {
         self.idle_limit.store(bytes, Ordering::Relaxed);
     }
 
+    /// Idle bytes kept at most: the idle limit, and no more than the most
+    /// bytes ever live at once (or a floor). Idle bytes past that peak would
+    /// only serve sizes that came and went: a loop whose sizes change keeps
+    /// its working set, not a buffer for every size it saw. The readback
+    /// staging pool keeps as much again.
+    pub fn idle_cap(&self) -> u64 {
+        let limit = self.idle_limit.load(Ordering::Relaxed);
+        self.counters.peak().max(IDLE_FLOOR).min(limit)
+    }
+
     fn give_back(&self, buffer: wgpu::Buffer, class: u64) {
         self.counters.sub_live(class);
         let mut free = self.free.locked();
         let pooled = self.counters.pooled.load(Ordering::Relaxed);
-        if pooled + class > self.idle_limit.load(Ordering::Relaxed) {
+        if pooled + class > self.idle_cap() {
             return; // dropping `buffer` releases it
         }
         self.counters.pooled.fetch_add(class, Ordering::Relaxed);

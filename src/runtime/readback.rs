@@ -99,7 +99,7 @@ impl Device {
                 .collect()
         };
         read.staging.unmap();
-        self.shared.staging.give_back(read.staging);
+        (self.shared.staging).give_back(read.staging, self.shared.pool.idle_cap());
         Ok(values)
     }
 

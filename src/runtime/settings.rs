@@ -98,6 +98,30 @@ impl Device {
         self.shared.fuse_forward.load(Ordering::Relaxed)
     }
 
+    /// Keeps at most `count` compiled pipelines (kernel variants; at least
+    /// one), evicting the least recently used past it (default 512). An
+    /// evicted kernel is compiled again when next needed;
+    /// [`Stats::pipelines`](crate::Stats::pipelines) counts every compile.
+    ///
+    /// ```
+    /// # fn main() -> pullback::Result<()> {
+    /// let dev = pullback::Device::new()?;
+    /// dev.set_pipeline_limit(2);
+    /// let x = dev.tensor(&[0.5, 1.0], &[2])?;
+    /// let y = x.sin()?.add(&x.exp()?)?.mul(&x)?.relu()?;
+    /// assert!((y.to_vec()?[0] - (0.5f32.sin() + 0.5f32.exp()) * 0.5).abs() < 1e-6);
+    /// assert!(dev.cached_pipelines() <= 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_pipeline_limit(&self, count: usize) {
+        self.shared.kernels.set_limit(count);
+    }
+
+    /// Compiled pipelines cached now (at most the pipeline limit).
+    pub fn cached_pipelines(&self) -> usize {
+        self.shared.kernels.cached()
+    }
+
     /// Storage buffers one kernel may bind on this device (at most 16:
     /// a fused region binds its saved values and outputs).
     pub(crate) fn max_storage_bindings(&self) -> usize {

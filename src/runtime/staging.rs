@@ -1,23 +1,23 @@
 //! Mappable buffers for readbacks, pooled per device by size class, so a
 //! training loop that reads the same sizes every step creates them once.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 use crate::lock::Recover;
-use crate::runtime::pool::{Pool, size_class};
+use crate::runtime::pool::{Pool, REUSE_SPAN, size_class};
 
 /// Idle staging buffers by size; at most `KEEP_PER_SIZE` of each size and
-/// `KEEP_BYTES` in all are kept (readbacks are usually a handful of sizes).
+/// the pool's idle cap in all are kept (readbacks are usually a handful of
+/// sizes).
 #[derive(Default)]
 pub(crate) struct StagingPool {
-    idle: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    idle: Mutex<BTreeMap<u64, Vec<wgpu::Buffer>>>,
 }
 
 const KEEP_PER_SIZE: usize = 2;
-const KEEP_BYTES: u64 = 512 << 20;
 
 impl StagingPool {
     #[cfg(test)]
@@ -37,7 +37,13 @@ impl StagingPool {
         relieve: &dyn Fn(),
     ) -> Result<wgpu::Buffer> {
         let class = size_class(bytes).min(pool.max_buffer);
-        if let Some(buffer) = self.idle.locked().get_mut(&class).and_then(Vec::pop) {
+        // The smallest idle buffer that fits, up to REUSE_SPAN times the
+        // class (as the pool reuses its own).
+        let most = class.saturating_mul(REUSE_SPAN).min(pool.max_buffer);
+        let mut idle = self.idle.locked();
+        let found = (idle.range_mut(class..=most.max(class))).find_map(|(_, list)| list.pop());
+        drop(idle);
+        if let Some(buffer) = found {
             return Ok(buffer);
         }
         let descriptor = wgpu::BufferDescriptor {
@@ -52,11 +58,11 @@ impl StagingPool {
         Ok(buffer)
     }
 
-    pub fn give_back(&self, buffer: wgpu::Buffer) {
+    pub fn give_back(&self, buffer: wgpu::Buffer, cap: u64) {
         let mut idle = self.idle.locked();
         let held: u64 = idle.values().flatten().map(wgpu::Buffer::size).sum();
         let same = idle.entry(buffer.size()).or_default();
-        if same.len() < KEEP_PER_SIZE && held + buffer.size() <= KEEP_BYTES {
+        if same.len() < KEEP_PER_SIZE && held + buffer.size() <= cap {
             same.push(buffer);
         }
     }

@@ -179,12 +179,12 @@ impl RegionRecipe {
     /// per element: the saved values read from `saved` (buffer names),
     /// every path's product of local derivatives summed.
     fn factors(&self, w: &mut String, entry: &str, saved: &[String]) {
-        // The row loop's specializations (see `launch.rs`). Every
-        // invocation reaches its barriers: no early return; reads past the
-        // end use the last vec4 (`tc`).
+        // The row loop's choices (see `launch.rs`). No early return (a
+        // row loop could hold a barrier); reads past the end use the last
+        // vec4 (`tc`).
         let _ = write!(
             w,
-            "override ROW_VEC4S: u32 = 0u;
+            "override ROW_BLOCK: u32 = 0u;
 override ROWS_K: u32 = 0u;
 @compute @workgroup_size(WG)
 fn {entry}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,

@@ -1,11 +1,11 @@
 //! The row loops of a region's kernels (`kernel.rs` writes the rest): the
 //! per-element factors are computed once, then applied to each of the K
 //! rows. One frame for both: ALIGNED is an override, so the branch not
-//! taken is compiled out (inside the loop, lavapipe would step through the
-//! unaligned path's masked loads on every row); aligned rows go four at a
-//! time, all four loads issued before the stores (on lavapipe 1.6× the
-//! rate of one row per iteration, measured on a K-row scaling loop); the K
-//! loop's barriers stay every 8 rows (see row_sync).
+//! taken is compiled out (taken at run time, W2's adjoint on lavapipe runs
+//! 2× slower at K = 1 and 7); aligned rows go four at a time, all four
+//! loads issued before the stores (on lavapipe 1.6× the rate of one row
+//! per iteration, measured on a K-row scaling loop). Which rows an
+//! invocation takes is `launch.rs`'s choice (ROW_BLOCK, ROWS_K).
 
 use std::fmt::Write;
 
@@ -74,23 +74,25 @@ pub(super) fn tangent(w: &mut String, terms: &[(usize, usize)]) {
 fn frame(w: &mut String, four: &str, one: &str, scalar: &str) {
     let _ = write!(
         w,
-        "    // The row stride and the rows: ROW_VEC4S and ROWS_K when the host
-    // specialized the kernel to them (CPU adapters), else the parameters.
-    let n4 = select(params.n / 4u, ROW_VEC4S, ROW_VEC4S != 0u);
-    let rows_k = select(params.k, ROWS_K, ROWS_K != 0u);
+        "    // The rows: all K (GPUs), the workgroup's block of ROW_BLOCK rows
+    // along the grid's z, or ROWS_K, a constant trip count (CPU adapters).
+    let n4 = params.n / 4u;
     var k = 0u;
+    var rows_k = select(params.k, ROWS_K, ROWS_K != 0u);
+    if (ROW_BLOCK != 0u) {{
+        k = wid.z * ROW_BLOCK;
+        rows_k = min(k + ROW_BLOCK, params.k);
+    }}
     if (ALIGNED) {{
         for (; k + 4u <= rows_k; k += 4u) {{
             if (live) {{
                 let j = k * n4 + t;
 {four}            }}
-            row_sync(k + 3u, SYNC_ROWS);
         }}
         for (; k < rows_k; k++) {{
             if (live) {{
                 let j = k * n4 + t;
 {one}            }}
-            row_sync(k, SYNC_ROWS);
         }}
     }} else {{
         for (; k < rows_k; k++) {{
@@ -98,7 +100,6 @@ fn frame(w: &mut String, four: &str, one: &str, scalar: &str) {
                 if (!live || t * 4u + c >= params.n) {{ continue; }}
                 let j = k * params.n + t * 4u + c;
 {scalar}            }}
-            row_sync(k, SYNC_ROWS);
         }}
     }}
 }}

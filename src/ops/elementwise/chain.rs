@@ -236,7 +236,7 @@ impl Chain {
             writes: recipe.written.len(),
             entry_source: &|| recipe.entry_source(),
         };
-        kernel.dispatch(dev, None, &[], &params, &buffers, numel(&self.shape));
+        kernel.dispatch(dev, &[], &params, &buffers, (numel(&self.shape), 1));
     }
 }
 

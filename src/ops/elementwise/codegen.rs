@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use crate::ops::elementwise::{Elementwise, ReadMode};
 use crate::runtime::device::Device;
-use crate::runtime::kernels::{Access, Kernel, Module, Params, Source, groups_for};
+use crate::runtime::kernels::{Access, Kernel, Module, Params, Source, grid, groups_for};
 use crate::runtime::pool::Storage;
 use crate::shape::broadcast_strides;
 
@@ -216,16 +216,15 @@ pub(crate) struct Composed<'a> {
 }
 
 impl Composed<'_> {
-    /// Records one dispatch over `n` elements, four an invocation; with
-    /// `rows`, a kernel that loops over that many rows (`SYNC_ROWS` set).
+    /// Records one dispatch over `n` elements, four an invocation, and
+    /// `blocks` workgroups along z (a row loop's blocks of rows; else 1).
     pub fn dispatch(
         &self,
         dev: &Device,
-        rows: Option<usize>,
         constants: &[(&'static str, f64)],
         params: &Params,
         buffers: &[&Storage],
-        n: usize,
+        (n, blocks): (usize, u32),
     ) {
         let write = || {
             format!(
@@ -244,11 +243,8 @@ impl Composed<'_> {
             entry: self.entry,
             bindings: &bindings,
         };
-        let groups = groups_for(n.div_ceil(4) as u64);
-        match rows {
-            Some(k) => dev.dispatch_rows_with(&kernel, k, constants, params, buffers, groups),
-            None => dev.dispatch(&kernel, constants, params, buffers, groups),
-        }
+        let (x, y) = grid(groups_for(n.div_ceil(4) as u64));
+        dev.dispatch_grid(&kernel, constants, params, buffers, (x, y, blocks));
     }
 }
 
