@@ -19,7 +19,12 @@
 //! logsumexp and cross_entropy over axis 1; cumsum; layer_norm; a 3×3
 //! conv2d; narrow + concat; permute + reshape; broadcast_to; index_select
 //! with repeated indices; flip; a custom op (the WGSL of x·tanh x, through
-//! `CustomOp`). Ties at a max follow pullback's convention: the first
+//! `CustomOp`); and (`ops_more.rs`) unsqueeze, flatten and squeeze,
+//! transpose, stack, pad (with 0 or 0.5) then narrow, reductions that drop
+//! their axis, `pow` of a positive base with a tensor exponent,
+//! max_pool2d and avg_pool2d (kernel up to 3, stride 1 or 2), conv1d over
+//! the rows as channels (stride, dilation, padding; dense, 11 groups of 3
+//! or depthwise) and conv2d with stride and dilation. Ties at a max follow pullback's convention: the first
 //! maximal element takes the gradient. A value larger than 1e3 in
 //! magnitude is passed through tanh before later steps use it, so that no
 //! program overflows f32.
@@ -59,10 +64,12 @@
 mod common;
 mod modes;
 mod ops;
+mod ops_more;
 mod reverse;
 mod second;
 mod tangent;
 mod tape;
+mod taps;
 
 use common::*;
 use proptest::prelude::*;
@@ -86,7 +93,7 @@ const BOUND: f64 = 1e3;
 /// sin and cos take arguments up to this size (larger go through tanh).
 const TRIG_RANGE: f64 = 100.0;
 /// Op codes drawn per step.
-const OPS: u8 = 47;
+const OPS: u8 = ops_more::FIRST + ops_more::COUNT;
 
 /// One step of a program: an op and operand picks (taken modulo the
 /// number of values so far, so any shrunk program is valid).
@@ -193,6 +200,7 @@ impl Both {
             Bin::Div => ta.div(tb),
             Bin::Max => ta.maximum(tb),
             Bin::Min => ta.minimum(tb),
+            Bin::Pow => ta.pow(tb),
         };
         self.push(t, Node::Binary(a, b, op))
     }
@@ -260,7 +268,8 @@ fn build(p: &Program) -> (Both, Vec<usize>, Vec<&'static str>, StdRng) {
         dv: vec![],
     };
     // Inputs: two of the region's shape, one of each broadcast shape
-    // ([c], [r, 1], []), and a [c, c] matrix. Some may never be used.
+    // ([c], [r, 1], []), a [c, c] matrix, a 3×3 conv2d weight and a conv1d
+    // weight (`ops_more.rs`). Some may never be used.
     let mut leaves = vec![];
     for s in [
         vec![r, c],
@@ -270,6 +279,7 @@ fn build(p: &Program) -> (Both, Vec<usize>, Vec<&'static str>, StdRng) {
         vec![],
         vec![c, c],
         vec![3, 3],
+        vec![r, ops_more::in_per_group(r), 3],
     ] {
         let data = sample(&mut rs, s.iter().product(), Dist::Uniform(-1.0, 1.0));
         let t = ok(dev.tensor(&data, &s)).requires_grad();

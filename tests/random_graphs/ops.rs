@@ -123,6 +123,9 @@ pub(crate) fn step(
                  t: pullback::Result<Tensor>,
                  f: fn(f64) -> f64,
                  df: fn(f64, f64) -> f64| g.exact_unary(t, a, f, df);
+    if st.op >= crate::ops_more::FIRST {
+        return crate::ops_more::step(g, st, region, leaves);
+    }
     match st.op {
         0 | 1 => {
             // sin and cos of f32 arguments past ~1e2 are not accurate on

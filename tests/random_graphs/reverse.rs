@@ -2,7 +2,9 @@
 //! last node back to any nodes, exact or over absolute values (the scale
 //! of each gradient element's f32 rounding error). Test-only code.
 
-use crate::tape::{H, Node, Red, Tape, bidx, bin_partials, conv_taps, lse, moments, rows};
+use crate::tape::{
+    H, Node, Red, Tape, bidx, bin_floor, bin_partials, conv_taps, lse, moments, rows,
+};
 
 /// A derivative's own error when computed from an f32 value: WGSL's tanh,
 /// sigmoid, sin… are accurate to about 2.4e-6 absolutely (the spec's
@@ -86,8 +88,9 @@ impl Tape {
                     let ib = bidx(&hb.shape, &out.shape, e);
                     let (x, y) = (ha.v[e], hb.v[ib]);
                     let (da, db) = bin_partials(*op, x, y);
+                    let floor = bin_floor(*op, x, y) * abs_scale.unwrap_or(0.0);
                     g[*pa][e] += ge * a(da);
-                    g[*pb][ib] += ge * a(db);
+                    g[*pb][ib] += ge * (a(db) + floor);
                 }
             }
             Node::Matmul(x, w) => {
@@ -243,6 +246,9 @@ impl Tape {
                         g[*w][t] += ge * a(vals[*x].v[xi]);
                     }
                 }
+            }
+            node @ (Node::Gather(..) | Node::Pool(..) | Node::Taps(..)) => {
+                crate::taps::vjp(node, vals, &gi, g, &a)
             }
             Node::LayerNorm(x) => {
                 // dx = (g − mean g − y·mean(g·y))/σ.

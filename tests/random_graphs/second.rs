@@ -28,10 +28,14 @@ fn inputs(node: &Node) -> Vec<usize> {
         | Node::Index(x, ..)
         | Node::CrossEntropy(x, _)
         | Node::Cumsum(x, _)
-        | Node::LayerNorm(x) => vec![*x],
-        Node::Binary(a, b, _) | Node::Matmul(a, b) | Node::Concat(a, b, _) | Node::Conv(a, b) => {
-            vec![*a, *b]
-        }
+        | Node::LayerNorm(x)
+        | Node::Gather(x, ..)
+        | Node::Pool(x, ..) => vec![*x],
+        Node::Binary(a, b, _)
+        | Node::Matmul(a, b)
+        | Node::Concat(a, b, _)
+        | Node::Conv(a, b)
+        | Node::Taps(a, b, ..) => vec![*a, *b],
         Node::Where(c, t, f) => vec![*c, *t, *f],
     };
     v.sort_unstable();

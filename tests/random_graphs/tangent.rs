@@ -4,7 +4,9 @@
 //! tangent rule. Test-only code, written apart from the engine's rules.
 
 use crate::reverse::DERIV_ERROR;
-use crate::tape::{H, Node, Red, Tape, bidx, bin_partials, conv_taps, lse, moments, rows};
+use crate::tape::{
+    H, Node, Red, Tape, bidx, bin_floor, bin_partials, conv_taps, lse, moments, rows,
+};
 
 impl Tape {
     /// The tangents of all nodes at the values `vals`, given the leaves'
@@ -57,7 +59,8 @@ impl Tape {
                             let ib = bidx(&hb.shape, &out.shape, e);
                             let (x, y) = (ha.v[e], hb.v[ib]);
                             let (da, db) = bin_partials(*op, x, y);
-                            a(da) * t[*pa][e] + a(db) * t[*pb][ib]
+                            let floor = bin_floor(*op, x, y) * abs_scale.unwrap_or(0.0);
+                            a(da) * t[*pa][e] + (a(db) + floor) * t[*pb][ib]
                         })
                         .collect()
                 }
@@ -125,6 +128,9 @@ impl Tape {
                     .map(|e| t[if vals[*cond].v[e] != 0.0 { *pt } else { *pf }][e])
                     .collect(),
                 Node::Cumsum(x, axis) => linear(Node::Cumsum(0, *axis), &[*x]),
+                node @ (Node::Gather(..) | Node::Pool(..) | Node::Taps(..)) => {
+                    crate::taps::tangent(node, vals, &t, &a)
+                }
                 Node::Conv(x, w) => {
                     let (r, c) = (out.shape[0], out.shape[1]);
                     let (hx, hw) = (&vals[*x].v, &vals[*w].v);

@@ -7,6 +7,8 @@
 //! the same tape evaluates the exact f64 program and, op by op, the
 //! device's own f32 values (see `main.rs`).
 
+use crate::taps;
+
 /// A host tensor in f64, row-major.
 #[derive(Clone, Debug)]
 pub struct H {
@@ -22,6 +24,8 @@ pub enum Bin {
     Div,
     Max,
     Min,
+    /// x^y (a positive base).
+    Pow,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +113,15 @@ pub enum Node {
     Conv(usize, usize),
     /// (x − mean)/√(var + LN_EPS) over axis 1.
     LayerNorm(usize),
+    /// y[e] = x[src[e]], or the fill value where src[e] is None (pad,
+    /// narrow); the output shape. See `taps.rs` for these three.
+    Gather(usize, Vec<Option<usize>>, f64, Vec<usize>),
+    /// The maximum (true) or mean of x over each window of flat indices
+    /// (max_pool2d, avg_pool2d); the output shape.
+    Pool(usize, Vec<Vec<usize>>, bool, Vec<usize>),
+    /// y[e] = Σ x[i]·w[k] over the (i, k) taps of e (conv1d, conv2d with
+    /// stride, padding, dilation, groups); the output shape.
+    Taps(usize, usize, Vec<Vec<(usize, usize)>>, Vec<usize>),
 }
 
 /// layer_norm's eps in the programs.
@@ -153,9 +166,22 @@ pub fn bin_partials(op: Bin, x: f64, y: f64) -> (f64, f64) {
         Bin::Sub => (1.0, -1.0),
         Bin::Mul => (y, x),
         Bin::Div => (1.0 / y, -x / (y * y)),
+        Bin::Pow => (y * x.powf(y - 1.0), x.powf(y) * x.ln()),
         Bin::Max | Bin::Min if x == y => (0.5, 0.5),
         Bin::Max => (f64::from(u8::from(x > y)), f64::from(u8::from(y > x))),
         Bin::Min => (f64::from(u8::from(x < y)), f64::from(u8::from(y < x))),
+    }
+}
+
+/// The absolute error of the y-partial of `bin_partials` as the device
+/// computes it: ∂(x^y)/∂y = x^y·ln x, with ln x accurate only absolutely
+/// (near x = 1 it is small and its error is not), about
+/// DERIV_ERROR·x^y. Exact for the other ops. Counted in the sweeps over
+/// absolute values, as a unary op's derivative error is.
+pub fn bin_floor(op: Bin, x: f64, y: f64) -> f64 {
+    match op {
+        Bin::Pow => crate::reverse::DERIV_ERROR * x.powf(y).abs(),
+        _ => 0.0,
     }
 }
 
@@ -180,6 +206,9 @@ impl Tape {
         let h = |j: usize| &vals[j];
         let (shape, v): (Vec<usize>, Vec<f64>) = match &self.nodes[i] {
             Node::Leaf => unreachable!("leaves are given"),
+            node @ (Node::Gather(..) | Node::Pool(..) | Node::Taps(..)) => {
+                taps::eval(node, vals).expect("a map node")
+            }
             Node::Unary(x, f, ..) => (h(*x).shape.clone(), h(*x).v.iter().map(|&e| f(e)).collect()),
             Node::Binary(a, b, op) => {
                 let (ha, hb) = (h(*a), h(*b));
@@ -193,6 +222,7 @@ impl Tape {
                             Bin::Div => x / z,
                             Bin::Max => x.max(z),
                             Bin::Min => x.min(z),
+                            Bin::Pow => x.powf(z),
                         }
                     })
                     .collect();
@@ -377,6 +407,16 @@ impl Tape {
                 self.eval_with(Node::Binary(0, 1, Bin::Add), &[abs(*a), abs(*b)])
                     .v
             }
+            // exp2(y·log2 x): log2 x rounded, then scaled by y·ln 2 in exp2.
+            Node::Binary(a, b, Bin::Pow) => (0..mag.len())
+                .map(|e| {
+                    let (x, y) = (
+                        vals[*a].v[e],
+                        vals[*b].v[bidx(&vals[*b].shape, &out.shape, e)],
+                    );
+                    mag[e] * (1.0 + (y * x.ln()).abs())
+                })
+                .collect(),
             Node::Matmul(x, w) => {
                 let v = [abs(*x), abs(*w)];
                 self.eval_with(Node::Matmul(0, 1), &v).v
@@ -418,6 +458,7 @@ impl Tape {
                     .map(|e| (mag[e] + 1.0) * span[e / per_row.max(1)])
                     .collect()
             }
+            node @ (Node::Pool(..) | Node::Taps(..)) => taps::terms(node, vals, mag),
             _ => mag,
         }
     }
