@@ -334,6 +334,13 @@ impl Device {
             return Err(Error::DeviceLost(msg));
         }
         if let Some(msg) = self.shared.uncaptured.locked().take() {
+            // A destroyed device's buffers are invalid at once, but wgpu
+            // runs the device-lost callback only in a waiting poll: an error
+            // that stems from the loss is reported as the loss.
+            let _ = self.shared.device.poll(wgpu::PollType::wait_indefinitely());
+            if let Some(lost) = self.shared.lost.locked().clone() {
+                return Err(Error::DeviceLost(lost));
+            }
             return Err(Error::Gpu(msg));
         }
         Ok(())
