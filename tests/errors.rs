@@ -390,3 +390,29 @@ fn rank_seven_batched_gradients_can_be_read_and_reshaped_but_not_computed_with()
     assert_eq!(read(&ok(flat.sum(&[1], false))), vec![8.0, 16.0]);
     assert_usable(d);
 }
+
+#[test]
+fn a_wgpu_error_on_the_device_surfaces_once_as_gpu_and_the_device_goes_on() {
+    // The caller's own use of the wgpu device breaks a rule: a buffer
+    // mapped at creation must have a size that is a multiple of 4. wgpu
+    // reports it as an uncaptured error; pullback's next call returns it
+    // as Error::Gpu (the device is not lost), then carries on.
+    let d = fresh_device();
+    let x = ok(d.tensor(&[0.5, -1.0, 2.0], &[3]));
+    let _bad = d
+        .wgpu_device()
+        .create_buffer(&pullback::wgpu::BufferDescriptor {
+            label: Some("not a multiple of 4"),
+            size: 3,
+            usage: pullback::wgpu::BufferUsages::MAP_WRITE | pullback::wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+    match d.tensor(&[1.0, 2.0], &[2]) {
+        Err(Error::Gpu(msg)) => assert!(msg.contains("not a multiple of 4"), "{msg}"),
+        other => panic!("expected Error::Gpu, got {other:?}"),
+    }
+    assert!(!d.is_lost());
+    let y = ok(ok(x.mul(&x)).sum_all());
+    assert_eq!(read(&y), vec![0.25 + 1.0 + 4.0]);
+    assert_usable(&d);
+}
