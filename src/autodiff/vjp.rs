@@ -86,7 +86,9 @@ pub fn vjp(outputs: &[&Tensor], cotangents: &[&Tensor], inputs: &[&Tensor]) -> R
 /// the pass would be split into chunks (the memory budget, or buffer
 /// limits), the peak of the chunked run: the full results plus the largest
 /// chunk's working memory. Nothing runs on the device: the pass is executed
-/// on a dry run that sizes its buffers, so the figure is what the pass does.
+/// on a dry run that sizes its buffers, so the figure is what the pass does
+/// on fresh buffers (one the pool serves from a larger idle buffer counts
+/// that buffer's size in `live_bytes`: memory already held, not new).
 ///
 /// ```
 /// # fn main() -> pullback::Result<()> {

@@ -293,7 +293,10 @@ impl Device {
     }
 
     /// Caps the bytes of idle buffers kept for reuse (default 1 GiB); a
-    /// buffer freed past the cap goes back to the driver.
+    /// buffer freed past the cap goes back to the driver. The pool also
+    /// keeps no more idle bytes than the most ever live at once (at least
+    /// 64 MiB), and serves a request from an idle buffer up to twice its
+    /// size, so that sizes that change from step to step share buffers.
     pub fn set_pool_limit(&self, bytes: u64) {
         self.shared.pool.set_idle_limit(bytes);
     }

@@ -94,7 +94,7 @@ type LayoutKey = Vec<(u32, Access)>;
 type PipelineKey = (String, String, Vec<(&'static str, u64)>);
 
 /// Default for [`KernelCache::set_limit`]: far more variants than a
-/// model's kernels need (a training step of W3 uses about 40), few enough
+/// model's kernels need (a training step of W3 compiles 22), few enough
 /// that a loop over changing shapes cannot grow the cache without bound.
 pub(crate) const DEFAULT_PIPELINE_LIMIT: usize = 512;
 
