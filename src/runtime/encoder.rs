@@ -74,29 +74,15 @@ impl Device {
         buffers: &[&Storage],
         workgroups: u64,
     ) {
-        let synced = self.sync_rows(k) > 0.0;
-        let variant = if synced {
+        let sync = self.sync_rows(k);
+        let variant = if sync > 0.0 {
             &kernel.synced
         } else {
             &kernel.plain
         };
-        self.dispatch_rows_with(variant, k, constants, params, buffers, workgroups);
-    }
-
-    /// [`Device::dispatch_rows`] for a kernel with one entry point that
-    /// calls `row_sync` itself: only `SYNC_ROWS` is set.
-    pub(crate) fn dispatch_rows_with(
-        &self,
-        kernel: &Kernel,
-        k: usize,
-        constants: &[(&'static str, f64)],
-        params: &Params,
-        buffers: &[&Storage],
-        workgroups: u64,
-    ) {
         let mut constants = constants.to_vec();
-        constants.push(("SYNC_ROWS", self.sync_rows(k)));
-        self.dispatch(kernel, &constants, params, buffers, workgroups);
+        constants.push(("SYNC_ROWS", sync));
+        self.dispatch(variant, &constants, params, buffers, workgroups);
     }
 
     /// Rows between barriers in a K loop: 8 on CPU adapters for K > 1, else 0.

@@ -57,7 +57,20 @@ pub(crate) struct Pool {
 
 /// An idle buffer serves a request up to this many times its size class
 /// (the waste is bounded as the classes' is, by the ratio).
-pub(crate) const REUSE_SPAN: u64 = 2;
+const REUSE_SPAN: u64 = 2;
+
+/// Pops the smallest idle buffer of size `class` up to REUSE_SPAN times it
+/// (and at most `largest`), with its size: shapes that change from step to
+/// step reuse what earlier steps freed instead of holding a buffer per
+/// size. The pool's and the readback staging's idle buffers alike.
+pub(crate) fn pop_nearest(
+    idle: &mut BTreeMap<u64, Vec<wgpu::Buffer>>,
+    class: u64,
+    largest: u64,
+) -> Option<(u64, wgpu::Buffer)> {
+    let most = class.saturating_mul(REUSE_SPAN).min(largest).max(class);
+    (idle.range_mut(class..=most)).find_map(|(&size, list)| list.pop().map(|b| (size, b)))
+}
 
 /// Idle bytes always allowed (up to the idle limit), however small the
 /// peak of live bytes.
@@ -122,19 +135,15 @@ impl Pool {
     ) -> Result<Storage> {
         self.check_size(what, bytes, bindable)?;
         let class = size_class(bytes);
-        // The smallest idle buffer of this class or the next ones, up to
-        // REUSE_SPAN times the class (and bindable if asked): shapes that
-        // change from step to step reuse what earlier steps freed instead
-        // of holding a buffer per size. Pop and uncount under one lock, as
-        // give_back counts and pushes.
-        let most = class.saturating_mul(REUSE_SPAN).min(match bindable {
-            true => self.max_binding,
-            false => self.max_buffer,
-        });
+        // Pop and uncount under one lock, as give_back counts and pushes.
+        let largest = if bindable {
+            self.max_binding
+        } else {
+            self.max_buffer
+        };
         let reused = {
             let mut free = self.free.locked();
-            let found = (free.range_mut(class..=most.max(class)))
-                .find_map(|(&size, list)| list.pop().map(|b| (size, b)));
+            let found = pop_nearest(&mut free, class, largest);
             if let Some((size, _)) = found {
                 self.counters.pooled.fetch_sub(size, Ordering::Relaxed);
             }

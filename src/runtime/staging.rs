@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 use crate::lock::Recover;
-use crate::runtime::pool::{Pool, REUSE_SPAN, size_class};
+use crate::runtime::pool::{Pool, pop_nearest, size_class};
 
 /// Idle staging buffers by size; at most `KEEP_PER_SIZE` of each size and
 /// the pool's idle cap in all are kept (readbacks are usually a handful of
@@ -37,13 +37,7 @@ impl StagingPool {
         relieve: &dyn Fn(),
     ) -> Result<wgpu::Buffer> {
         let class = size_class(bytes).min(pool.max_buffer);
-        // The smallest idle buffer that fits, up to REUSE_SPAN times the
-        // class (as the pool reuses its own).
-        let most = class.saturating_mul(REUSE_SPAN).min(pool.max_buffer);
-        let mut idle = self.idle.locked();
-        let found = (idle.range_mut(class..=most.max(class))).find_map(|(_, list)| list.pop());
-        drop(idle);
-        if let Some(buffer) = found {
+        if let Some((_, buffer)) = pop_nearest(&mut self.idle.locked(), class, pool.max_buffer) {
             return Ok(buffer);
         }
         let descriptor = wgpu::BufferDescriptor {
