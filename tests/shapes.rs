@@ -1,8 +1,9 @@
 //! Shapes that change (issue 22): a loop over new K and n compiles a
 //! bounded number of kernel variants, the rows of every K are right
 //! whatever block of rows computes them, a Jacobian's tail chunk compiles
-//! nothing, the pipeline cache evicts past its limit, and the pool reuses
-//! nearby sizes instead of holding one buffer per size.
+//! nothing, the pipeline cache evicts past its limit, the pool reuses
+//! nearby sizes instead of holding one buffer per size, and a loop over
+//! sizes past the idle cap keeps its largest buffers.
 
 mod common;
 
@@ -219,5 +220,38 @@ fn the_pool_reuses_nearby_sizes_instead_of_one_buffer_per_size() {
         dev.stats().allocations,
         allocations_after_first.unwrap(),
         "smaller sizes reuse the first step's buffers"
+    );
+}
+
+/// A loop over three sizes whose buffers do not all fit the idle cap
+/// (64 MiB here: 16 + 24 + 32 MiB) keeps its largest: a returned buffer
+/// releases the least recently returned ones, so after the first round
+/// nothing is created again: storage, upload staging or readback staging.
+/// (Refusing the returned buffer instead kept the first two sizes and
+/// created the 32 MiB ones anew every round.) Uploads reuse their staging
+/// buffers, mapped again once their copies ran.
+#[test]
+fn a_loop_over_sizes_past_the_idle_cap_keeps_its_largest_buffers() {
+    let dev = fresh_device();
+    let mut r = rng(seed_of("idle lru"));
+    let mut after_first_round = None;
+    for round in 0..3 {
+        for n in [4usize << 20, 6 << 20, 8 << 20] {
+            let xv = sample(&mut r, n, Dist::Uniform(-1.0, 1.0));
+            let x = ok(dev.tensor(&xv, &[n]));
+            let got = read(&x);
+            for i in [0, n / 3, n - 1] {
+                assert_eq!(got[i], xv[i], "round {round}, n {n} [{i}]");
+            }
+        }
+        let s = dev.stats();
+        let created = (s.allocations, s.upload_allocations, s.staging_allocations);
+        let first = *after_first_round.get_or_insert(created);
+        assert_eq!(created, first, "round {round} created buffers again: {s:?}");
+        assert!(s.pooled_bytes <= s.peak_bytes.max(64 << 20), "{s:?}");
+    }
+    assert!(
+        after_first_round.unwrap().1 >= 1,
+        "uploads go through staging"
     );
 }

@@ -24,6 +24,9 @@ pub struct Stats {
     pub readbacks: u64,
     /// Mappable staging buffers created for readbacks (they are pooled).
     pub staging_allocations: u64,
+    /// Mappable staging buffers created for uploads (pooled too: a loop
+    /// that uploads the same sizes every step creates them once).
+    pub upload_allocations: u64,
     /// Compute pipelines created (kernel variants compiled), evicted ones
     /// included: a loop whose shapes change can assert it compiles few.
     pub pipelines: u64,
@@ -41,6 +44,7 @@ pub(crate) struct Counters {
     pub allocations: AtomicU64,
     pub readbacks: AtomicU64,
     pub staging_allocations: AtomicU64,
+    pub upload_allocations: AtomicU64,
 }
 
 impl Counters {
@@ -54,6 +58,7 @@ impl Counters {
             allocations: self.allocations.load(Ordering::Relaxed),
             readbacks: self.readbacks.load(Ordering::Relaxed),
             staging_allocations: self.staging_allocations.load(Ordering::Relaxed),
+            upload_allocations: self.upload_allocations.load(Ordering::Relaxed),
             pipelines: 0,
         }
     }

@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub pool: Arc<Pool>,
     /// Mappable buffers for readbacks, by size.
     pub staging: StagingPool,
+    /// Mappable buffers for uploads, by size.
+    pub uploads: StagingPool,
     pub kernels: KernelCache,
     /// Dispatches wait here until something needs their results.
     pub pending: Mutex<Option<wgpu::CommandEncoder>>,
@@ -108,6 +110,7 @@ impl Device {
         s.kernels.poison_locks();
         s.pool.poison_locks();
         s.staging.poison_locks();
+        s.uploads.poison_locks();
         crate::lock::poison(&s.pending);
         crate::lock::poison(&s.lost);
         crate::lock::poison(&s.uncaptured);
@@ -227,6 +230,7 @@ impl Device {
                 info,
                 pool,
                 staging: StagingPool::default(),
+                uploads: StagingPool::for_uploads(),
                 kernels: KernelCache::new(warmer),
                 pending: Mutex::new(None),
                 pending_dispatches: AtomicU64::new(0),
@@ -285,11 +289,12 @@ impl Device {
         self.shared.pool.counters.reset_peak();
     }
 
-    /// Releases the idle buffers the pool keeps for reuse (readback staging
-    /// buffers included).
+    /// Releases the idle buffers the pool keeps for reuse (readback and
+    /// upload staging buffers included).
     pub fn trim_pool(&self) {
         self.shared.pool.trim();
         self.shared.staging.trim();
+        self.shared.uploads.trim();
     }
 
     /// Caps the bytes of idle buffers kept for reuse (default 1 GiB); a

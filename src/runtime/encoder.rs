@@ -194,6 +194,8 @@ impl Device {
         self.shared.pending_dispatches.store(0, Ordering::Relaxed);
         self.shared.kernels.submit_warm(&self.shared.device);
         self.shared.queue.submit([encoder.finish()]);
+        // The uploads' staging buffers whose copies this submit carries.
+        (self.shared.uploads).remap_submitted(self.shared.pool.idle_cap());
         self.shared
             .pool
             .counters

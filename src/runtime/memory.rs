@@ -60,7 +60,8 @@ impl Device {
     /// the driver; nothing made before is lost. Passes plan their chunks of
     /// cotangent rows to stay under it as under [`Device::set_memory_budget`]
     /// (the budget bounds one pass's working memory; the limit, everything).
-    /// Not counted: readback staging buffers and wgpu's own allocations.
+    /// Not counted: staging buffers (readbacks, uploads) and wgpu's own
+    /// allocations.
     /// Default: none (wgpu reports no adapter memory size to cap by).
     ///
     /// ```
@@ -94,7 +95,7 @@ impl Device {
     }
 
     /// Makes room after the driver ran out of memory: the pool's and the
-    /// readback staging's idle buffers are released, and the pending work
+    /// staging pools' idle buffers are released, and the pending work
     /// is submitted and waited for, since wgpu frees a dropped buffer only
     /// once no recorded command uses it (a pass that failed half-way leaves
     /// its freed scratch in the pending encoder). The deferred forward chain

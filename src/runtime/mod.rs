@@ -8,6 +8,7 @@ pub(crate) mod adapter;
 pub(crate) mod counters;
 pub(crate) mod device;
 pub(crate) mod encoder;
+mod idle;
 pub(crate) mod kernels;
 mod memory;
 pub(crate) mod params;

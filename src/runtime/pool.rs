@@ -14,7 +14,7 @@
 //! same way before the driver is asked.
 
 use crate::lock::Recover;
-use std::collections::BTreeMap;
+use crate::runtime::idle::IdleBuffers;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -42,7 +42,7 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 pub(crate) struct Pool {
     device: wgpu::Device,
     /// Idle buffers by size class.
-    free: Mutex<BTreeMap<u64, Vec<wgpu::Buffer>>>,
+    free: Mutex<IdleBuffers>,
     pub counters: Counters,
     /// Largest buffer the adapter lets us bind as storage (kernel operands).
     pub max_binding: u64,
@@ -53,23 +53,6 @@ pub(crate) struct Pool {
     idle_limit: AtomicU64,
     /// Bytes held in buffers (live plus pooled) at most; `u64::MAX`: no cap.
     limit: AtomicU64,
-}
-
-/// An idle buffer serves a request up to this many times its size class
-/// (the waste is bounded as the classes' is, by the ratio).
-const REUSE_SPAN: u64 = 2;
-
-/// Pops the smallest idle buffer of size `class` up to REUSE_SPAN times it
-/// (and at most `largest`), with its size: shapes that change from step to
-/// step reuse what earlier steps freed instead of holding a buffer per
-/// size. The pool's and the readback staging's idle buffers alike.
-pub(crate) fn pop_nearest(
-    idle: &mut BTreeMap<u64, Vec<wgpu::Buffer>>,
-    class: u64,
-    largest: u64,
-) -> Option<(u64, wgpu::Buffer)> {
-    let most = class.saturating_mul(REUSE_SPAN).min(largest).max(class);
-    (idle.range_mut(class..=most)).find_map(|(&size, list)| list.pop().map(|b| (size, b)))
 }
 
 /// Idle bytes always allowed (up to the idle limit), however small the
@@ -92,7 +75,7 @@ impl Pool {
             .min(limits.max_buffer_size);
         Pool {
             device,
-            free: Mutex::new(BTreeMap::new()),
+            free: Mutex::new(IdleBuffers::default()),
             counters: Counters::default(),
             max_binding,
             max_buffer: limits.max_buffer_size,
@@ -143,10 +126,8 @@ impl Pool {
         };
         let reused = {
             let mut free = self.free.locked();
-            let found = pop_nearest(&mut free, class, largest);
-            if let Some((size, _)) = found {
-                self.counters.pooled.fetch_sub(size, Ordering::Relaxed);
-            }
+            let found = free.pop_nearest(class, largest);
+            self.counters.pooled.store(free.bytes(), Ordering::Relaxed);
             found
         };
         let (class, buffer) = match reused {
@@ -249,7 +230,7 @@ impl Pool {
     pub fn trim(&self) {
         let mut free = self.free.locked();
         free.clear();
-        self.counters.pooled.store(0, Ordering::Relaxed);
+        self.counters.pooled.store(free.bytes(), Ordering::Relaxed);
     }
 
     pub fn set_idle_limit(&self, bytes: u64) {
@@ -259,8 +240,8 @@ impl Pool {
     /// Idle bytes kept at most: the idle limit, and no more than the most
     /// bytes ever live at once (or a floor). Idle bytes past that peak would
     /// only serve sizes that came and went: a loop whose sizes change keeps
-    /// its working set, not a buffer for every size it saw. The readback
-    /// staging pool keeps as much again.
+    /// its working set, not a buffer for every size it saw. The staging
+    /// pools (readbacks, uploads) keep as much again each.
     pub fn idle_cap(&self) -> u64 {
         let limit = self.idle_limit.load(Ordering::Relaxed);
         self.counters.peak().max(IDLE_FLOOR).min(limit)
@@ -269,12 +250,8 @@ impl Pool {
     fn give_back(&self, buffer: wgpu::Buffer, class: u64) {
         self.counters.sub_live(class);
         let mut free = self.free.locked();
-        let pooled = self.counters.pooled.load(Ordering::Relaxed);
-        if pooled + class > self.idle_cap() {
-            return; // dropping `buffer` releases it
-        }
-        self.counters.pooled.fetch_add(class, Ordering::Relaxed);
-        free.entry(class).or_default().push(buffer);
+        free.keep(buffer, class, self.idle_cap(), usize::MAX);
+        self.counters.pooled.store(free.bytes(), Ordering::Relaxed);
     }
 }
 
