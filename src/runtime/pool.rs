@@ -241,7 +241,7 @@ impl Pool {
     /// bytes ever live at once (or a floor). Idle bytes past that peak would
     /// only serve sizes that came and went: a loop whose sizes change keeps
     /// its working set, not a buffer for every size it saw. The staging
-    /// pools (readbacks, uploads) keep as much again each.
+    /// pools (readbacks, uploads) keep as much again, half each.
     pub fn idle_cap(&self) -> u64 {
         let limit = self.idle_limit.load(Ordering::Relaxed);
         self.counters.peak().max(IDLE_FLOOR).min(limit)

@@ -44,9 +44,13 @@ impl Device {
         let (offsets, bytes) = layout(&lens);
         let shared = &*self.shared;
         let relieve = || self.relieve();
-        let staging = shared
-            .staging
-            .take(&shared.device, &shared.pool, bytes, &relieve)?;
+        let staging = shared.staging.take(
+            &shared.device,
+            &shared.pool,
+            bytes,
+            shared.staging_cap(),
+            &relieve,
+        )?;
         // As in `flush`: take, record the copies and submit under one lock.
         let mut pending = self.shared.pending.locked();
         let mut encoder = pending
@@ -99,7 +103,8 @@ impl Device {
                 .collect()
         };
         read.staging.unmap();
-        (self.shared.staging).give_back(read.staging, self.shared.pool.idle_cap());
+        let cap = self.shared.staging_cap();
+        (self.shared.staging).give_back(read.staging, cap);
         Ok(values)
     }
 

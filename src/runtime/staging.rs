@@ -63,17 +63,19 @@ impl StagingPool {
     /// upload buffer mapped for writing); a new one is counted in the
     /// pool's counters. Created under the pool's out-of-memory handling
     /// (`relieve`, then once more): a staging buffer that does not fit is
-    /// [`crate::Error::OutOfMemory`], not a lost device.
+    /// [`crate::Error::OutOfMemory`], not a lost device. `cap`: the idle
+    /// bytes this pool may keep (`Shared::staging_cap`).
     pub fn take(
         &self,
         device: &wgpu::Device,
         pool: &Pool,
         bytes: u64,
+        cap: u64,
         relieve: &dyn Fn(),
     ) -> Result<wgpu::Buffer> {
         let class = size_class(bytes).min(pool.max_buffer);
         if self.uploads {
-            self.collect_mapped(pool.idle_cap());
+            self.collect_mapped(cap);
         }
         if let Some((_, buffer)) = self.idle.locked().pop_nearest(class, pool.max_buffer) {
             return Ok(buffer);
