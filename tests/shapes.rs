@@ -225,8 +225,9 @@ fn the_pool_reuses_nearby_sizes_instead_of_one_buffer_per_size() {
 
 /// A loop over three sizes whose buffers do not all fit the idle cap
 /// (64 MiB here: 16 + 24 + 32 MiB) keeps its largest: a returned buffer
-/// releases the least recently returned ones, so after the first round
-/// nothing is created again: storage, upload staging or readback staging.
+/// releases the least recently returned ones no larger than it, so after
+/// the first round nothing is created again: storage, upload staging or
+/// readback staging.
 /// (Refusing the returned buffer instead kept the first two sizes and
 /// created the 32 MiB ones anew every round.) Uploads reuse their staging
 /// buffers, mapped again once their copies ran.
@@ -254,4 +255,31 @@ fn a_loop_over_sizes_past_the_idle_cap_keeps_its_largest_buffers() {
         after_first_round.unwrap().1 >= 1,
         "uploads go through staging"
     );
+}
+
+/// Many small sizes after a large one do not push the large buffers out:
+/// a returned buffer releases only idle ones no larger than it (a large
+/// one serves more requests and costs more to create again), so the large
+/// size comes back without creating anything.
+#[test]
+fn small_sizes_do_not_push_out_a_larger_idle_buffer() {
+    let dev = fresh_device();
+    let mut r = rng(seed_of("idle large kept"));
+    let mut round_trip = |n: usize| {
+        let xv = sample(&mut r, n, Dist::Uniform(-1.0, 1.0));
+        let got = read(&ok(dev.tensor(&xv, &[n])));
+        assert_eq!((got[0], got[n - 1]), (xv[0], xv[n - 1]), "n {n}");
+    };
+    let large = 8 << 20; // 32 MiB, half the idle cap
+    round_trip(large);
+    // 24 sizes of 3 to 4 MiB: 84 MiB in all, more than the cap.
+    for i in 0..24 {
+        round_trip((3 << 18) + i * 10_007);
+    }
+    let s = dev.stats();
+    let before = (s.allocations, s.upload_allocations, s.staging_allocations);
+    round_trip(large);
+    let s = dev.stats();
+    let after = (s.allocations, s.upload_allocations, s.staging_allocations);
+    assert_eq!(after, before, "the large buffers were released: {s:?}");
 }

@@ -1,7 +1,8 @@
 //! Idle buffers kept for reuse, by size: the pool's storage buffers and
 //! the staging pools' mappable ones alike. A request takes the smallest
 //! idle buffer from its size class up to twice it; a returned buffer
-//! makes room for itself by releasing the least recently returned ones.
+//! makes room for itself by releasing the least recently returned ones
+//! no larger than it.
 //!
 //! Refusing a returned buffer when the idle ones are at their cap (what
 //! the pools did before) keeps whatever came first: a loop whose sizes
@@ -46,11 +47,18 @@ impl IdleBuffers {
     }
 
     /// Keeps `buffer` of `size` bytes, releasing the least recently
-    /// returned idle buffers until all fit in `cap` bytes and at most
-    /// `per_size` of its size (the oldest of its size go first then). A
-    /// buffer larger than `cap` is released itself.
+    /// returned idle buffers no larger than it until all fit in `cap` bytes
+    /// and at most `per_size` of its size. When the smaller ones cannot
+    /// make room, `buffer` itself is released: a larger idle buffer serves
+    /// more requests (down to half its size) and costs more to create
+    /// again. A buffer larger than `cap` is released itself.
     pub fn keep(&mut self, buffer: wgpu::Buffer, size: u64, cap: u64, per_size: usize) {
-        if size > cap {
+        let smaller: u64 = self
+            .by_size
+            .range(..=size)
+            .map(|(s, l)| s * l.len() as u64)
+            .sum();
+        if size > cap || self.bytes - smaller + size > cap {
             return;
         }
         loop {
@@ -58,7 +66,7 @@ impl IdleBuffers {
             if !full && self.bytes + size <= cap {
                 break;
             }
-            let oldest = (self.by_size.iter())
+            let oldest = (self.by_size.range(..=size))
                 .filter(|(s, _)| !full || **s == size)
                 .filter_map(|(s, l)| l.first().map(|(t, _)| (*t, *s)))
                 .min();
