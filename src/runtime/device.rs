@@ -313,7 +313,10 @@ impl Device {
     /// buffer freed past the cap goes back to the driver. The pool also
     /// keeps no more idle bytes than the most ever live at once (at least
     /// 64 MiB), and serves a request from an idle buffer up to twice its
-    /// size, so that sizes that change from step to step share buffers.
+    /// size, so that sizes that change from step to step share buffers. A
+    /// freed buffer makes room by releasing the least recently freed idle
+    /// ones no larger than itself (else it is released). The readback and
+    /// upload staging buffers are kept likewise, within half that cap each.
     pub fn set_pool_limit(&self, bytes: u64) {
         self.shared.pool.set_idle_limit(bytes);
     }
