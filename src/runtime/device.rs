@@ -94,18 +94,6 @@ pub(crate) struct Shared {
 /// async lock, so that `with_options`'s future stays `Send`.
 static CREATION: futures::lock::Mutex<()> = futures::lock::Mutex::new(());
 
-impl Shared {
-    /// Idle bytes each staging pool (readbacks, uploads) may keep: half
-    /// the pool's idle cap, so that all idle buffers stay within twice it.
-    /// (With the whole cap each, W10's K sweep ended at 549 MB resident,
-    /// against 431 MB before uploads were pooled. A shared cap that either
-    /// pool could fill starved the other: a loop reading back what it
-    /// uploaded created its readback buffers anew.)
-    pub fn staging_cap(&self) -> u64 {
-        self.pool.idle_cap() / 2
-    }
-}
-
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Device")

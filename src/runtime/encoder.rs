@@ -195,8 +195,7 @@ impl Device {
         self.shared.kernels.submit_warm(&self.shared.device);
         self.shared.queue.submit([encoder.finish()]);
         // The uploads' staging buffers whose copies this submit carries.
-        let cap = self.shared.staging_cap();
-        (self.shared.uploads).remap_submitted(cap);
+        (self.shared.uploads).remap_submitted(&self.shared.pool);
         self.shared
             .pool
             .counters

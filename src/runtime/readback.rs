@@ -44,13 +44,9 @@ impl Device {
         let (offsets, bytes) = layout(&lens);
         let shared = &*self.shared;
         let relieve = || self.relieve();
-        let staging = shared.staging.take(
-            &shared.device,
-            &shared.pool,
-            bytes,
-            shared.staging_cap(),
-            &relieve,
-        )?;
+        let staging = shared
+            .staging
+            .take(&shared.device, &shared.pool, bytes, &relieve)?;
         // As in `flush`: take, record the copies and submit under one lock.
         let mut pending = self.shared.pending.locked();
         let mut encoder = pending
@@ -103,8 +99,7 @@ impl Device {
                 .collect()
         };
         read.staging.unmap();
-        let cap = self.shared.staging_cap();
-        (self.shared.staging).give_back(read.staging, cap);
+        (self.shared.staging).give_back(read.staging, &self.shared.pool);
         Ok(values)
     }
 

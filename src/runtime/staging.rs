@@ -38,6 +38,16 @@ pub(crate) struct StagingPool {
 
 const KEEP_PER_SIZE: usize = 2;
 
+/// Idle bytes each staging pool (readbacks, uploads) may keep: half the
+/// pool's idle cap, so that all idle buffers stay within twice it. (With
+/// the whole cap each, W10's K sweep ended at 549 MB resident, against
+/// 431 MB before uploads were pooled. A shared cap that either pool could
+/// fill starved the other: a loop reading back what it uploaded created
+/// its readback buffers anew.)
+fn cap(pool: &Pool) -> u64 {
+    pool.idle_cap() / 2
+}
+
 /// States of an upload buffer's mapping.
 const PENDING: u8 = 0;
 const MAPPED: u8 = 1;
@@ -63,19 +73,17 @@ impl StagingPool {
     /// upload buffer mapped for writing); a new one is counted in the
     /// pool's counters. Created under the pool's out-of-memory handling
     /// (`relieve`, then once more): a staging buffer that does not fit is
-    /// [`crate::Error::OutOfMemory`], not a lost device. `cap`: the idle
-    /// bytes this pool may keep (`Shared::staging_cap`).
+    /// [`crate::Error::OutOfMemory`], not a lost device.
     pub fn take(
         &self,
         device: &wgpu::Device,
         pool: &Pool,
         bytes: u64,
-        cap: u64,
         relieve: &dyn Fn(),
     ) -> Result<wgpu::Buffer> {
         let class = size_class(bytes).min(pool.max_buffer);
         if self.uploads {
-            self.collect_mapped(cap);
+            self.collect_mapped(pool);
         }
         if let Some((_, buffer)) = self.idle.locked().pop_nearest(class, pool.max_buffer) {
             return Ok(buffer);
@@ -103,10 +111,10 @@ impl StagingPool {
 
     /// Keeps `buffer` for reuse (readback buffers unmapped, upload buffers
     /// mapped), the least recently returned idle ones released to fit
-    /// `cap` bytes.
-    pub fn give_back(&self, buffer: wgpu::Buffer, cap: u64) {
+    /// [`cap`].
+    pub fn give_back(&self, buffer: wgpu::Buffer, pool: &Pool) {
         let size = buffer.size();
-        self.idle.locked().keep(buffer, size, cap, KEEP_PER_SIZE);
+        (self.idle.locked()).keep(buffer, size, cap(pool), KEEP_PER_SIZE);
     }
 
     /// Uploads: `buffer` was filled and unmapped, and its copy recorded in
@@ -118,8 +126,9 @@ impl StagingPool {
 
     /// Uploads: after a submit of the pending encoder (under its lock),
     /// starts mapping every filled buffer again; wgpu maps each once its
-    /// copy has run. Past `cap` bytes in flight the rest are released.
-    pub fn remap_submitted(&self, cap: u64) {
+    /// copy has run. Past [`cap`] bytes in flight the rest are released.
+    pub fn remap_submitted(&self, pool: &Pool) {
+        let cap = cap(pool);
         let filled = std::mem::take(&mut *self.filled.locked());
         if filled.is_empty() {
             return;
@@ -142,7 +151,7 @@ impl StagingPool {
 
     /// Uploads: moves the buffers whose mapping has completed into the idle
     /// ones; those whose mapping failed (a lost device) are released.
-    fn collect_mapped(&self, cap: u64) {
+    fn collect_mapped(&self, pool: &Pool) {
         let done: Vec<(wgpu::Buffer, Arc<AtomicU8>)> = {
             let mut mapping = self.mapping.locked();
             let (pending, done): (Vec<_>, Vec<_>) = std::mem::take(&mut *mapping)
@@ -153,7 +162,7 @@ impl StagingPool {
         };
         for (buffer, state) in done {
             if state.load(Ordering::Acquire) == MAPPED {
-                self.give_back(buffer, cap);
+                self.give_back(buffer, pool);
             }
         }
     }

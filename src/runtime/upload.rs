@@ -42,8 +42,7 @@ impl Device {
         let size = (bytes.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         let shared = &*self.shared;
         let relieve = || self.relieve();
-        let cap = shared.staging_cap();
-        let staging = (shared.uploads).take(&shared.device, &shared.pool, size, cap, &relieve)?;
+        let staging = (shared.uploads).take(&shared.device, &shared.pool, size, &relieve)?;
         {
             let mut view = staging
                 .slice(..size)
