@@ -177,13 +177,7 @@ pub(crate) fn step(
             // Over one axis (kept), then multiplied back into the region.
             let kind = [Red::Sum, Red::Mean, Red::Max][usize::from(st.op - 13)];
             let axis = st.k % 2;
-            let t = match kind {
-                Red::Sum => ta.sum(&[axis], true),
-                Red::Mean => ta.mean(&[axis], true),
-                Red::Max => ta.max(axis, true),
-                Red::Min => ta.min(axis, true),
-                Red::Var => ta.var(&[axis], true),
-            };
+            let t = reduce(&ta, kind, axis, true);
             let red = g.push(t, Node::Reduce(a, Some(axis), kind));
             (
                 g.times(a, red),
@@ -384,5 +378,16 @@ pub(crate) fn step(
             g.push(ta.log_softmax(1), Node::LogSoftmax(a)),
             "log_softmax",
         ),
+    }
+}
+
+/// pullback's reduction `kind` of `t` over `axis`, the axis kept or dropped.
+pub fn reduce(t: &Tensor, kind: Red, axis: usize, keep: bool) -> pullback::Result<Tensor> {
+    match kind {
+        Red::Sum => t.sum(&[axis], keep),
+        Red::Mean => t.mean(&[axis], keep),
+        Red::Max => t.max(axis, keep),
+        Red::Min => t.min(axis, keep),
+        Red::Var => t.var(&[axis], keep),
     }
 }

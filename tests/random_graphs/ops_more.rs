@@ -8,6 +8,7 @@
 use pullback::ConvOptions;
 
 use crate::common::ok;
+use crate::ops::reduce;
 use crate::tape::{Bin, Node, Red};
 use crate::{Both, Step};
 
@@ -80,13 +81,7 @@ pub(crate) fn step(
             // A reduction that drops its axis, put back as a kept axis.
             let kind = [Red::Sum, Red::Mean, Red::Max, Red::Min, Red::Var][st.b % 5];
             let axis = st.k % 2;
-            let dropped = match kind {
-                Red::Sum => ta.sum(&[axis], false),
-                Red::Mean => ta.mean(&[axis], false),
-                Red::Max => ta.max(axis, false),
-                Red::Min => ta.min(axis, false),
-                Red::Var => ta.var(&[axis], false),
-            };
+            let dropped = reduce(&ta, kind, axis, false);
             let kept = if axis == 0 { [1, c] } else { [r, 1] };
             let d = ok(dropped);
             assert_eq!(d.shape(), &[[c], [r]][axis], "{kind:?} over axis {axis}");
