@@ -71,13 +71,18 @@ fn w2_forward_is_one_dispatch_and_matches_unfused_and_f64() {
     }
 }
 
-/// The first time a chain is seen its ops run their own kernels, from
-/// then on it is one kernel; the values are the same both times.
+/// The first time a chain is seen its ops run their own kernels when
+/// those are compiled already; from then on it is one kernel; the values
+/// are the same both times.
 #[test]
-fn first_sighting_runs_the_ops_themselves() {
+fn first_sighting_runs_compiled_ops_themselves() {
     let dev = fresh_device();
     dev.set_fused_forward(true); // whatever PULLBACK_FUSION says
     let x = uniform(&dev, "sighting x", &[1000], -1.0, 1.0);
+    // Each op alone (a chain of one op runs the op's own kernel).
+    read(&ok(x.cos()));
+    read(&ok(x.mul_scalar(3.0)));
+    read(&ok(x.tanh()));
     let mut seen = Vec::new();
     for _ in 0..3 {
         ok(dev.synchronize());
@@ -87,6 +92,72 @@ fn first_sighting_runs_the_ops_themselves() {
     }
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [3, 1, 1]);
     assert_same("first and second sighting", &seen[1].1, &seen[0].1);
+}
+
+/// A first-seen chain whose ops' kernels are not compiled yet runs as one
+/// kernel at once: one compile instead of three. Those per-op kernels are
+/// then not counted as missing again: a different chain of the same ops
+/// compiles and runs them, rather than compose a kernel of its own.
+#[test]
+fn first_sighting_composes_when_that_compiles_less() {
+    let dev = fresh_device();
+    dev.set_fused_forward(true);
+    let x = uniform(&dev, "compose x", &[1000], -1.0, 1.0);
+    let xs: Vec<f64> = read(&x).iter().map(|&v| v as f64).collect();
+    let step = |f: &dyn Fn() -> Vec<f32>| {
+        ok(dev.synchronize());
+        let (d, p) = (dev.stats().dispatches, dev.stats().pipelines);
+        let y = f();
+        (y, dev.stats().dispatches - d, dev.stats().pipelines - p)
+    };
+    let (y, dispatches, compiled) = step(&|| read(&ok(ok(ok(x.cos()).mul_scalar(3.0)).tanh())));
+    assert_eq!((dispatches, compiled), (1, 1), "composed at first sight");
+    let want: Vec<f64> = xs.iter().map(|v| (3.0 * v.cos()).tanh()).collect();
+    assert_close_f32("tanh(3 cos x)", &y, &want, &[1000], LIBM);
+    let (z, dispatches, compiled) = step(&|| read(&ok(ok(ok(x.tanh()).cos()).mul_scalar(3.0))));
+    assert_eq!(
+        (dispatches, compiled),
+        (3, 3),
+        "the same ops, another chain"
+    );
+    let want: Vec<f64> = xs.iter().map(|v| 3.0 * v.tanh().cos()).collect();
+    assert_close_f32("3 cos(tanh x)", &z, &want, &[1000], LIBM);
+}
+
+/// A program of one-off chains (every ordered pair of six ops, each chain
+/// seen once) compiles each op's kernel once plus at most one composed
+/// kernel per two ops: first-sight compositions are bounded by the ops'
+/// kernels, not by the number of chains.
+#[test]
+fn one_off_chains_compile_a_bounded_number_of_kernels() {
+    type Op = (fn(&Tensor) -> pullback::Result<Tensor>, fn(f64) -> f64);
+    let dev = fresh_device();
+    dev.set_fused_forward(true);
+    let x = uniform(&dev, "one-off x", &[256], -1.0, 1.0);
+    let xs: Vec<f64> = read(&x).iter().map(|&v| v as f64).collect();
+    let ops: [Op; 6] = [
+        (Tensor::sin, f64::sin),
+        (Tensor::cos, f64::cos),
+        (Tensor::exp, f64::exp),
+        (Tensor::tanh, f64::tanh),
+        (Tensor::sigmoid, |v| 1.0 / (1.0 + (-v).exp())),
+        (Tensor::neg, |v| -v),
+    ];
+    let before = dev.stats().pipelines;
+    for (i, (f, f64_f)) in ops.iter().enumerate() {
+        for (j, (g, f64_g)) in ops.iter().enumerate() {
+            if i != j {
+                let y = read(&ok(g(&ok(f(&x)))));
+                let want: Vec<f64> = xs.iter().map(|&v| f64_g(f64_f(v))).collect();
+                assert_close_f32(&format!("op {j} of op {i}"), &y, &want, &[256], LIBM);
+            }
+        }
+    }
+    let compiled = dev.stats().pipelines - before;
+    assert!(
+        compiled <= 6 + 3,
+        "{compiled} pipelines for 30 one-off chains of 6 ops"
+    );
 }
 
 /// A value the caller still holds is written; one dropped before the

@@ -91,11 +91,19 @@ impl RowKernel {
 }
 
 type LayoutKey = Vec<(u32, Access)>;
-type PipelineKey = (String, String, Vec<(&'static str, u64)>);
 
-/// Default for [`KernelCache::set_limit`]: far more variants than a
-/// model's kernels need (a training step of W3 compiles 22), few enough
-/// that a loop over changing shapes cannot grow the cache without bound.
+/// What names a compiled pipeline: module, entry point, override constants.
+pub(crate) type PipelineKey = (String, String, Vec<(&'static str, u64)>);
+
+/// The cache's key of `kernel` with `constants`.
+pub(crate) fn pipeline_key(kernel: &Kernel, constants: &[(&'static str, f64)]) -> PipelineKey {
+    let bits = constants.iter().map(|(n, v)| (*n, v.to_bits())).collect();
+    (kernel.module.name.into(), kernel.entry.into(), bits)
+}
+
+/// Default for [`KernelCache::set_limit`]: far more variants than a model
+/// needs (a W3 training step compiles 22), few enough that a loop over
+/// changing shapes cannot grow the cache without bound.
 pub(crate) const DEFAULT_PIPELINE_LIMIT: usize = 512;
 
 /// A cached pipeline and when it was last asked for (a tick of the cache).
@@ -142,6 +150,11 @@ impl KernelCache {
     /// Pipelines cached now.
     pub fn cached(&self) -> usize {
         self.pipelines.locked().len()
+    }
+
+    /// Whether the pipeline of `key` is compiled and cached.
+    pub fn contains(&self, key: &PipelineKey) -> bool {
+        self.pipelines.locked().contains_key(key)
     }
 
     /// Keeps at most `count` pipelines (at least one), evicting the least
@@ -246,11 +259,7 @@ impl KernelCache {
         kernel: &Kernel,
         constants: &[(&'static str, f64)],
     ) -> Arc<wgpu::ComputePipeline> {
-        let key: PipelineKey = (
-            kernel.module.name.to_string(),
-            kernel.entry.to_string(),
-            constants.iter().map(|(n, v)| (*n, v.to_bits())).collect(),
-        );
+        let key = pipeline_key(kernel, constants);
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         if let Some(c) = self.pipelines.locked().get_mut(&key) {
             c.used = tick;

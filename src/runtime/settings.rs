@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use crate::error::Result;
 use crate::runtime::adapter::GemmKernel;
 use crate::runtime::device::Device;
-use crate::runtime::kernels::LOOP_PIECE;
+use crate::runtime::kernels::{LOOP_PIECE, PipelineKey};
 
 impl Device {
     /// Applies `PULLBACK_GEMM` (`auto`, `tiles`, `large`, `lanes`, or `tune`:
@@ -120,6 +120,11 @@ impl Device {
     /// Compiled pipelines cached now (at most the pipeline limit).
     pub fn cached_pipelines(&self) -> usize {
         self.shared.kernels.cached()
+    }
+
+    /// Whether the pipeline of `key` is compiled (cached) on this device.
+    pub(crate) fn is_compiled(&self, key: &PipelineKey) -> bool {
+        self.shared.kernels.contains(key)
     }
 
     /// Storage buffers one kernel may bind on this device (at most 16:

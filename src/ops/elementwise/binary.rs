@@ -12,7 +12,9 @@ use crate::ops::elementwise::{Elementwise, ReadMode, chain};
 use crate::ops::shaders::BINARY;
 use crate::ops::{Contributions, Op, Saved, VjpCtx, reduce};
 use crate::runtime::device::Device;
-use crate::runtime::kernels::{Access, Kernel, Params, RowKernel, flag, groups_for};
+use crate::runtime::kernels::{
+    Access, Kernel, Params, PipelineKey, RowKernel, flag, groups_for, pipeline_key,
+};
 use crate::runtime::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, numel};
 use crate::tape::record::{check_operands, record, untracked};
@@ -175,6 +177,12 @@ fn apply(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
 
 /// Records `out = a op b` (operands with their shapes, broadcast to
 /// `out_shape`): the op's own kernel.
+/// The pipeline `forward_kernel` runs for `op` on these shapes (forward
+/// fusion asks whether it is compiled).
+pub(crate) fn forward_key(op: BinaryOp, a: &[usize], b: &[usize], out: &[usize]) -> PipelineKey {
+    pipeline_key(&FORWARD, &read_constants(op, a, b, out))
+}
+
 pub(crate) fn forward_kernel(
     dev: &Device,
     op: BinaryOp,

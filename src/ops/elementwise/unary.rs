@@ -15,7 +15,9 @@ use crate::ops::elementwise::{Elementwise, chain};
 use crate::ops::shaders::UNARY;
 use crate::ops::{Contributions, CurvatureCtx, JvpCtx, Op, Saved, VjpCtx};
 use crate::runtime::device::Device;
-use crate::runtime::kernels::{Access, Kernel, Params, RowKernel, flag, groups_for};
+use crate::runtime::kernels::{
+    Access, Kernel, Params, PipelineKey, RowKernel, flag, groups_for, pipeline_key,
+};
 use crate::runtime::pool::Storage;
 use crate::shape::numel;
 use crate::tape::record::{check_operands, record};
@@ -150,6 +152,11 @@ fn apply(x: &Tensor, op: UnaryOp, p: f32) -> Result<Tensor> {
         forward_kernel(dev, op, p, &x.inner.data, &out, x.numel());
     }
     record(dev, Op::Unary(op, p), &[x], out, x.shape().to_vec())
+}
+
+/// The pipeline `forward_kernel` runs for `op` (asked by forward fusion).
+pub(crate) fn forward_key(op: UnaryOp) -> PipelineKey {
+    pipeline_key(&FORWARD, &[("UNARY_OP", op as u32 as f64)])
 }
 
 /// Records `out = f(x)` over n values: the op's own kernel.
