@@ -12,9 +12,7 @@ use crate::ops::elementwise::{Elementwise, ReadMode, chain};
 use crate::ops::shaders::BINARY;
 use crate::ops::{Contributions, Op, Saved, VjpCtx, reduce};
 use crate::runtime::device::Device;
-use crate::runtime::kernels::{
-    Access, Kernel, Params, PipelineKey, RowKernel, flag, groups_for, pipeline_key,
-};
+use crate::runtime::kernels::{Access, Kernel, Params, RowKernel, flag, groups_for};
 use crate::runtime::pool::Storage;
 use crate::shape::{broadcast_shapes, broadcast_strides, numel};
 use crate::tape::record::{check_operands, record, untracked};
@@ -175,14 +173,19 @@ fn apply(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
     record(dev, Op::Binary(op), &[a, b], out, out_shape)
 }
 
-/// Records `out = a op b` (operands with their shapes, broadcast to
-/// `out_shape`): the op's own kernel.
-/// The pipeline `forward_kernel` runs for `op` on these shapes (forward
-/// fusion asks whether it is compiled).
-pub(crate) fn forward_key(op: BinaryOp, a: &[usize], b: &[usize], out: &[usize]) -> PipelineKey {
-    pipeline_key(&FORWARD, &read_constants(op, a, b, out))
+/// The kernel and constants `forward_kernel` runs for `op` on these
+/// shapes (forward fusion asks whether they are compiled).
+pub(crate) fn forward_variant(
+    op: BinaryOp,
+    a: &[usize],
+    b: &[usize],
+    out: &[usize],
+) -> (&'static Kernel<'static>, [(&'static str, f64); 4]) {
+    (&FORWARD, read_constants(op, a, b, out))
 }
 
+/// Records `out = a op b` (operands with their shapes, broadcast to
+/// `out_shape`): the op's own kernel.
 pub(crate) fn forward_kernel(
     dev: &Device,
     op: BinaryOp,
@@ -191,11 +194,11 @@ pub(crate) fn forward_kernel(
     out: &Storage,
     out_shape: &[usize],
 ) {
-    let constants = read_constants(op, a_shape, b_shape, out_shape);
+    let (kernel, constants) = forward_variant(op, a_shape, b_shape, out_shape);
     let params = broadcast_params(out_shape, a_shape, b_shape, 1);
     let n = numel(out_shape);
     dev.dispatch(
-        &FORWARD,
+        kernel,
         &constants,
         &params,
         &[out, a, b],

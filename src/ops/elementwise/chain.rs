@@ -36,7 +36,7 @@ use crate::ops::elementwise::chain_kernel::{Arg, ChainRecipe};
 use crate::ops::elementwise::codegen::{Composed, Layout};
 use crate::ops::elementwise::{Elementwise, ReadMode, binary, unary};
 use crate::runtime::device::{Deferred, Device};
-use crate::runtime::kernels::PipelineKey;
+use crate::runtime::kernels::{PipelineKey, pipeline_key};
 use crate::runtime::pool::Storage;
 use crate::shape::numel;
 
@@ -226,16 +226,17 @@ impl Chain {
         live: &[bool],
         waived: &HashSet<PipelineKey>,
     ) -> Vec<PipelineKey> {
-        let shape = |a: &Arg| match *a {
-            Arg::Input(j) => self.inputs[j].1.as_slice(),
-            Arg::Op(_) => self.shape.as_slice(),
-        };
         let mut missing = Vec::new();
         for (op, _) in self.ops.iter().zip(live).filter(|(_, l)| **l) {
             let key = match op.op {
-                Elementwise::Unary(u) => unary::forward_key(u),
-                Elementwise::Binary(b) => {
-                    binary::forward_key(b, shape(&op.args[0]), shape(&op.args[1]), &self.shape)
+                Elementwise::Unary(u) => {
+                    let (kernel, constants) = unary::forward_variant(u);
+                    pipeline_key(kernel, &constants)
+                }
+                Elementwise::Binary(binary) => {
+                    let (a, b) = (self.operand(&op.args[0]).1, self.operand(&op.args[1]).1);
+                    let (kernel, constants) = binary::forward_variant(binary, a, b, &self.shape);
+                    pipeline_key(kernel, &constants)
                 }
             };
             if !dev.is_compiled(&key) && !waived.contains(&key) && !missing.contains(&key) {
@@ -245,23 +246,27 @@ impl Chain {
         missing
     }
 
-    /// Runs op p with its own kernel where `live[p]`.
-    fn run_ops(&self, dev: &Device, live: &[bool]) {
-        let operand = |a: &Arg| match *a {
+    /// An op's argument: its buffer and shape.
+    fn operand(&self, a: &Arg) -> (&Storage, &[usize]) {
+        match *a {
             Arg::Input(j) => (&*self.inputs[j].0, self.inputs[j].1.as_slice()),
             Arg::Op(q) => (&*self.ops[q].out, self.shape.as_slice()),
-        };
+        }
+    }
+
+    /// Runs op p with its own kernel where `live[p]`.
+    fn run_ops(&self, dev: &Device, live: &[bool]) {
         for (op, _) in self.ops.iter().zip(live).filter(|(_, l)| **l) {
             match op.op {
                 Elementwise::Unary(u) => {
-                    let (x, _) = operand(&op.args[0]);
+                    let (x, _) = self.operand(&op.args[0]);
                     unary::forward_kernel(dev, u, op.scalar, x, &op.out, numel(&self.shape));
                 }
                 Elementwise::Binary(b) => binary::forward_kernel(
                     dev,
                     b,
-                    operand(&op.args[0]),
-                    operand(&op.args[1]),
+                    self.operand(&op.args[0]),
+                    self.operand(&op.args[1]),
                     &op.out,
                     &self.shape,
                 ),

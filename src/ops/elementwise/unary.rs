@@ -15,9 +15,7 @@ use crate::ops::elementwise::{Elementwise, chain};
 use crate::ops::shaders::UNARY;
 use crate::ops::{Contributions, CurvatureCtx, JvpCtx, Op, Saved, VjpCtx};
 use crate::runtime::device::Device;
-use crate::runtime::kernels::{
-    Access, Kernel, Params, PipelineKey, RowKernel, flag, groups_for, pipeline_key,
-};
+use crate::runtime::kernels::{Access, Kernel, Params, RowKernel, flag, groups_for};
 use crate::runtime::pool::Storage;
 use crate::shape::numel;
 use crate::tape::record::{check_operands, record};
@@ -154,9 +152,10 @@ fn apply(x: &Tensor, op: UnaryOp, p: f32) -> Result<Tensor> {
     record(dev, Op::Unary(op, p), &[x], out, x.shape().to_vec())
 }
 
-/// The pipeline `forward_kernel` runs for `op` (asked by forward fusion).
-pub(crate) fn forward_key(op: UnaryOp) -> PipelineKey {
-    pipeline_key(&FORWARD, &[("UNARY_OP", op as u32 as f64)])
+/// The kernel and constants `forward_kernel` runs for `op` (forward
+/// fusion asks whether they are compiled).
+pub(crate) fn forward_variant(op: UnaryOp) -> (&'static Kernel<'static>, [(&'static str, f64); 1]) {
+    (&FORWARD, [("UNARY_OP", op as u32 as f64)])
 }
 
 /// Records `out = f(x)` over n values: the op's own kernel.
@@ -168,10 +167,11 @@ pub(crate) fn forward_kernel(
     out: &Storage,
     n: usize,
 ) {
+    let (kernel, constants) = forward_variant(op);
     let params = Params::new(n, 1).scalar(p);
     dev.dispatch(
-        &FORWARD,
-        &[("UNARY_OP", op as u32 as f64)],
+        kernel,
+        &constants,
         &params,
         &[x, out],
         groups_for(n.div_ceil(4) as u64),
