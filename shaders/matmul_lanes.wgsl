@@ -37,6 +37,8 @@ const COLS: u32 = 64u;
 @group(0) @binding(3) var<storage, read> b_buf: array<f32>;
 @group(0) @binding(4) var<storage, read> a_vec: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> b_vec: array<vec4<f32>>;
+// Binding 2 again, written as vec4s (matmul_quads).
+@group(0) @binding(6) var<storage, read_write> c_vec: array<vec4<f32>>;
 
 // A[row, p..p+4] for the row starting at `row`.
 fn a_quad(row: u32, p: u32, a_cs: u32) -> vec4<f32> {
@@ -183,5 +185,102 @@ fn matmul_lanes(@builtin(workgroup_id) wid: vec3<u32>,
         store_rows(&acc1, row0 + 8u, m, out, row_stride);
         store_rows(&acc2, row0 + 16u, m, out, row_stride);
         store_rows(&acc3, row0 + 24u, m, out, row_stride);
+    }
+}
+
+// matmul_quads: B's columns are contiguous and start at multiples of 4
+// (b_rs = 1: a transposed row-major B): each of the four columns is read
+// as a vec4 along p, and the 4×4 block transposed in registers.
+override B_COLS4: bool = false;
+
+// B[p..p+4, col..col+4] as rows (b[d]: row p+d), rows past the
+// contraction's end 0. `col` is the offset of B[0, first column].
+fn b_block(col: u32, p: u32, p_len: u32, b_rs: u32, b_cs: u32) -> mat4x4<f32> {
+    var b: mat4x4<f32>;
+    if (B_COLS4) {
+        b = transpose(mat4x4(b_vec[(col + p) / 4u], b_vec[(col + b_cs + p) / 4u],
+                             b_vec[(col + 2u * b_cs + p) / 4u], b_vec[(col + 3u * b_cs + p) / 4u]));
+    } else {
+        // Rows contiguous (b_cs = 1), each row's four columns one vec4.
+        let last = p_len - 1u;
+        b = mat4x4(b_vec[(col + p * b_rs) / 4u], b_vec[(col + min(p + 1u, last) * b_rs) / 4u],
+                   b_vec[(col + min(p + 2u, last) * b_rs) / 4u],
+                   b_vec[(col + min(p + 3u, last) * b_rs) / 4u]);
+    }
+    let live = vec4(p, p + 1u, p + 2u, p + 3u) < vec4(p_len);
+    return mat4x4(select(vec4(0.0), b[0], live.x), select(vec4(0.0), b[1], live.y),
+                  select(vec4(0.0), b[2], live.z), select(vec4(0.0), b[3], live.w));
+}
+
+// acc[r] += Σ_d A[row r, p+d]·B[p+d, four columns], lane r holding row r's
+// four values of A.
+fn fma_quads(acc: ptr<function, array<vec4<f32>, 8>>, a: vec4<f32>, b: mat4x4<f32>) {
+    (*acc)[0] = fma_quad4((*acc)[0], subgroupBroadcast(a, 0u), b);
+    (*acc)[1] = fma_quad4((*acc)[1], subgroupBroadcast(a, 1u), b);
+    (*acc)[2] = fma_quad4((*acc)[2], subgroupBroadcast(a, 2u), b);
+    (*acc)[3] = fma_quad4((*acc)[3], subgroupBroadcast(a, 3u), b);
+    (*acc)[4] = fma_quad4((*acc)[4], subgroupBroadcast(a, 4u), b);
+    (*acc)[5] = fma_quad4((*acc)[5], subgroupBroadcast(a, 5u), b);
+    (*acc)[6] = fma_quad4((*acc)[6], subgroupBroadcast(a, 6u), b);
+    (*acc)[7] = fma_quad4((*acc)[7], subgroupBroadcast(a, 7u), b);
+}
+
+// acc + Σ_d a_d·b[d] (b[d]: B's row p+d at four columns), in the order of p.
+fn fma_quad4(acc: vec4<f32>, a: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
+    return fma(vec4(a.w), b[3], fma(vec4(a.z), b[2], fma(vec4(a.y), b[1],
+           fma(vec4(a.x), b[0], acc))));
+}
+
+// The same products on another schedule, for B with contiguous rows
+// (b_cs = 1, rows and batch entries starting at multiples of 4) or columns
+// (B_COLS4) and C's rows a multiple of 4 long: each invocation owns four adjacent columns of
+// C and the workgroup's 8 rows. Per four steps of the contraction it loads
+// four vec4s of B and one quad of A (lane r: row r), and stores each of its
+// rows as one vec4, where matmul_lanes stores one value per row: 4x fewer
+// lane-varying stores and loads of B. That is what a short contraction
+// (p of 10: a classifier head's adjoints) or few rows is bound by.
+// Each element sums in the order of p, as in every schedule.
+@compute @workgroup_size(COLS)
+fn matmul_quads(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(local_invocation_index) li: u32,
+                @builtin(subgroup_invocation_id) lane: u32) {
+    let m = dim(0u, 0u);
+    let n = dim(0u, 1u);
+    let p_len = dim(0u, 2u);
+    let a_rs = dim(0u, 3u);
+    let a_cs = dim(0u, 4u);
+    let b_rs = dim(0u, 5u);
+    let n_in = dim(1u, 1u);
+    let z = params.x0 + wid.z;
+    let row0 = (params.x1 + wid.y) * 8u;
+    let j = (wid.x * COLS + li) * 4u;
+    let jc = min(j, n - 4u);
+    let b_cs = dim(1u, 0u);
+    let b_col = strided_offset(z + jc / n_in, 2u, 4u) + (jc % n_in) * b_cs + dim(1u, 3u);
+    let a_row = strided_offset(z, 2u, 3u) + dim(1u, 2u) + min(row0 + lane % 8u, m - 1u) * a_rs;
+    var acc: array<vec4<f32>, 8>;
+    for (var p = 0u; p < p_len; p += 4u) {
+        let b = b_block(b_col, p, p_len, b_rs, b_cs);
+        let live = vec4(p, p + 1u, p + 2u, p + 3u) < vec4(p_len);
+        fma_quads(&acc, select(vec4(0.0), a_quad(a_row, p, a_cs), live), b);
+    }
+    if (j >= n) {
+        return;
+    }
+    let zj = z + j / n_in;
+    for (var r = 0u; r < 8u; r++) {
+        let row = row0 + r;
+        if (row < m) {
+            if (params.x2 != 0u) {
+                // Cᵀ of this batch entry, [N_IN, M] (see matmul_lanes).
+                let out = (zj * n_in + j % n_in) * m + row;
+                c_buf[out] = acc[r].x;
+                c_buf[out + m] = acc[r].y;
+                c_buf[out + 2u * m] = acc[r].z;
+                c_buf[out + 3u * m] = acc[r].w;
+            } else {
+                c_vec[((zj * m + row) * n_in + j % n_in) / 4u] = acc[r];
+            }
+        }
     }
 }

@@ -483,6 +483,15 @@ fn an_mlp_with_a_narrow_head_s_hvp_matches_float64() {
     mlp_hvp_matches_float64("mlp hvp narrow head", (16, 8, 24, 3));
 }
 
+/// With 64 hidden units the K = 4 directions fold into 256 columns, which
+/// CPU adapters compute four columns per invocation: the head's curvature
+/// term Ḣᵀ·G transposed (3 rows, stored as columns) and X·Ẇ1 (a
+/// contraction of 8).
+#[test]
+fn an_mlp_with_a_wide_hidden_layer_s_hvp_matches_float64() {
+    mlp_hvp_matches_float64("mlp hvp wide hidden layer", (16, 8, 64, 3));
+}
+
 fn mlp_hvp_matches_float64(name: &str, dims: (usize, usize, usize, usize)) {
     let (mlp, params) = Mlp::new(name, dims);
     let (ps, loss) = mlp.gpu(&params);

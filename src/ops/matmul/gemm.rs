@@ -13,6 +13,8 @@ use crate::runtime::kernels::{Access, Kernel, Params, flag};
 use crate::runtime::pool::Storage;
 use crate::shape::{MAX_RANK, broadcast_strides, numel};
 
+use super::operand::{Operand, b_quads};
+
 const GEMM: Kernel = Kernel {
     module: &MATMUL,
     entry: "matmul",
@@ -29,6 +31,20 @@ const GEMM_LANES: Kernel = Kernel {
         (3, Access::Read),
         (4, Access::Read),
         (5, Access::Read),
+    ],
+};
+/// The CPU-adapter schedule with four columns of C per invocation
+/// (`matmul_quads`): bindings 1–5 as in [`GEMM_LANES`], 6 is C as vec4s.
+const GEMM_QUADS: Kernel = Kernel {
+    module: &MATMUL_LANES,
+    entry: "matmul_quads",
+    bindings: &[
+        (1, Access::Read),
+        (2, Access::Write),
+        (3, Access::Read),
+        (4, Access::Read),
+        (5, Access::Read),
+        (6, Access::Write),
     ],
 };
 /// 128×128 tiles, an 8×8 block per invocation ([`GemmKernel::LargeTiles`]).
@@ -53,51 +69,6 @@ const LANE_ROWS: usize = 32;
 /// Multiply-adds from which the lanes kernel's vec4 variants are used.
 const VEC4_MIN_MACS: usize = 1 << 22;
 const MAX_GRID: usize = 65535;
-
-/// One GEMM operand: element (i, p) of batch entry z at
-/// `off + Σ batch_index_d · batch_strides_d + i·rs + p·cs`.
-#[derive(Clone)]
-pub(super) struct Operand<'a> {
-    buf: &'a Storage,
-    rs: usize,
-    cs: usize,
-    batch_strides: Vec<usize>,
-    off: usize,
-}
-
-impl<'a> Operand<'a> {
-    /// A row-major `rows × cols` matrix per batch entry.
-    pub(super) fn plain(buf: &'a Storage, cols: usize, batch_strides: Vec<usize>) -> Self {
-        Operand {
-            buf,
-            rs: cols,
-            cs: 1,
-            batch_strides,
-            off: 0,
-        }
-    }
-
-    /// The same values read transposed: element (i, p) is this one's (p, i).
-    fn t(&self) -> Self {
-        Operand {
-            rs: self.cs,
-            cs: self.rs,
-            ..self.clone()
-        }
-    }
-
-    /// The transpose of a row-major `rows × cols` matrix per batch entry:
-    /// element (i, p) is the matrix's (p, i).
-    pub(super) fn transposed(buf: &'a Storage, cols: usize, batch_strides: Vec<usize>) -> Self {
-        Operand {
-            buf,
-            rs: 1,
-            cs: cols,
-            batch_strides,
-            off: 0,
-        }
-    }
-}
 
 /// C[z] = A[z]·B[z] for every z of `batch`; C is `[*batch, m, n]`, contiguous.
 /// Narrow products waste most of a 64×64 tile, so batches are folded into
@@ -233,26 +204,6 @@ fn gemm_launch(
         GemmKernel::Auto => auto_tiles(m, cols, grid_z, dev.large_tile_min_tiles()),
         chosen => chosen,
     };
-    let (tile_rows, tile_cols) = match schedule {
-        GemmKernel::Lanes => (LANE_ROWS, TILE),
-        GemmKernel::LargeTiles => (LARGE_TILE, LARGE_TILE),
-        GemmKernel::Auto | GemmKernel::Tiles => (TILE, TILE),
-    };
-    let (row_tiles, col_tiles) = (m.div_ceil(tile_rows), cols.div_ceil(tile_cols));
-    if batch.len() > MAX_RANK || col_tiles > MAX_GRID {
-        return Err(invalid(
-            "matmul",
-            format!("a product of {z} matrices of {m}×{n} exceeds the dispatch limits"),
-        ));
-    }
-    let out = dev.alloc("matmul output", z * m * n)?;
-    let params = Params::new(0, 1)
-        .rank(batch.len())
-        .slot(0, &[m, cols, p, a.rs, a.cs, b.rs])
-        .slot(1, &[b.cs, n, a.off, b.off])
-        .slot(2, batch)
-        .slot(3, &a.batch_strides)
-        .slot(4, &b.batch_strides);
     // The kernels take the same parameters. The lanes kernel's A rows can
     // be read as vec4s when each starts at a multiple of 4 floats and is
     // contiguous.
@@ -275,6 +226,50 @@ fn gemm_launch(
         ("B_VEC4", flag(b_aligned)),
         ("A_ROWS4", flag(a_rows4)),
     ];
+    // Four columns of C per invocation (`matmul_quads`), where B's rows or
+    // columns are vec4s and a workgroup's 256 columns are filled: for
+    // short contractions and few rows, whose lane-varying stores and loads
+    // it cuts 4x, and for large products of vec4 rows of A and B. Measured
+    // against matmul_lanes on lavapipe: 256³ 22.6 against 19.3 GFLOP/s,
+    // 1024×256×256 24.9 against 17.9; W7's m = 10 products 1.09 -> 0.62
+    // and 1.32 -> 0.66 ms. Narrower products keep the lanes kernel: 64
+    // columns would leave 3/4 of its lanes idle (4096×64×64: 5.8 against
+    // 3.7 ms). Only batches folded into the columns (the K rows of a
+    // batched pass) take it: lavapipe compiles each variant for ~100 ms at
+    // its first dispatch, and W3's first step, whose plain products would
+    // add two variants to the lanes kernel's, took 1.09 s against 0.82.
+    let quads = match b_quads(b, n) {
+        Some(cols4)
+            if schedule == GemmKernel::Lanes
+                && layout.folded()
+                && cols >= 4 * TILE
+                && (p <= NARROW || m <= NARROW || (aligned && !cols4)) =>
+        {
+            Some(cols4)
+        }
+        _ => None,
+    };
+    let (tile_rows, tile_cols) = match schedule {
+        _ if quads.is_some() => (8, 4 * TILE),
+        GemmKernel::Lanes => (LANE_ROWS, TILE),
+        GemmKernel::LargeTiles => (LARGE_TILE, LARGE_TILE),
+        GemmKernel::Auto | GemmKernel::Tiles => (TILE, TILE),
+    };
+    let (row_tiles, col_tiles) = (m.div_ceil(tile_rows), cols.div_ceil(tile_cols));
+    if batch.len() > MAX_RANK || col_tiles > MAX_GRID {
+        return Err(invalid(
+            "matmul",
+            format!("a product of {z} matrices of {m}×{n} exceeds the dispatch limits"),
+        ));
+    }
+    let out = dev.alloc("matmul output", z * m * n)?;
+    let params = Params::new(0, 1)
+        .rank(batch.len())
+        .slot(0, &[m, cols, p, a.rs, a.cs, b.rs])
+        .slot(1, &[b.cs, n, a.off, b.off])
+        .slot(2, batch)
+        .slot(3, &a.batch_strides)
+        .slot(4, &b.batch_strides);
     // One dispatch, unless the batch or the row tiles pass the 65535 limit
     // of a grid dimension: then one per chunk, each told where it starts.
     for z0 in (0..grid_z.max(1)).step_by(MAX_GRID) {
@@ -288,6 +283,11 @@ fn gemm_launch(
             let params = params.extra(0, z0).extra(1, r0).extra(2, transposed);
             let buffers = [a.buf, &out, b.buf];
             match schedule {
+                GemmKernel::Lanes if let Some(cols4) = quads => {
+                    let buffers = [a.buf, &out, b.buf, a.buf, b.buf, &out];
+                    let constants = [lane_constants[0], ("B_COLS4", flag(cols4))];
+                    dev.dispatch_grid(&GEMM_QUADS, &constants, &params, &buffers, grid);
+                }
                 GemmKernel::Lanes => {
                     let buffers = [a.buf, &out, b.buf, a.buf, b.buf];
                     dev.dispatch_grid(&GEMM_LANES, &lane_constants, &params, &buffers, grid);

@@ -7,6 +7,7 @@
 //! Forward mode and second order: `tangent.rs`.
 
 pub(crate) mod gemm;
+mod operand;
 mod tangent;
 pub(crate) mod tune;
 
@@ -21,7 +22,8 @@ use crate::shape::{broadcast_shapes, check_rank, contiguous_strides, numel};
 use crate::tape::graph::Input;
 use crate::tape::record::{check_operands, record};
 use crate::tape::tensor::Tensor;
-use gemm::{Operand, batch_strides, gemm, outer};
+use gemm::{batch_strides, gemm, outer};
+use operand::Operand;
 pub(crate) use tangent::{curvature, jvp};
 
 pub(crate) const SAVES: &[Saved] = &[Saved::Input(0), Saved::Input(1)];

@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use super::gemm::{Operand, batch_strides, gemm};
+use super::gemm::{batch_strides, gemm};
+use super::operand::Operand;
 use super::split;
 use crate::error::Result;
 use crate::ops::accumulate::add_into;
