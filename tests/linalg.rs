@@ -293,27 +293,6 @@ fn matmul_large_enough_for_vec4_reads() {
     );
 }
 
-/// Products the CPU adapters' four-columns-per-invocation schedule takes
-/// (a batch folded into 256 or more columns, B's rows or columns vec4s):
-/// one A for a batch of three B in the forward, and in the batched VJPs,
-/// whose K cotangents fold into the columns of dB = Aᵀ·G, the shapes it
-/// is chosen for: a short contraction (P = 10, not a multiple of the 4
-/// steps read at once), few rows (M = 10), a narrow product and large
-/// products of vec4 rows with rows ending inside a workgroup's 8.
-#[test]
-fn matmul_four_columns_per_invocation() {
-    check_all(
-        &[
-            (&[300, 10], &[10, 256]),
-            (&[10, 70], &[70, 512]),
-            (&[1024, 36], &[36, 10]),
-            (&[2, 37, 256], &[2, 256, 260]),
-            (&[64, 128], &[3, 128, 256]),
-        ],
-        Track::Both,
-    );
-}
-
 #[test]
 fn matmul_batched_3d() {
     check_all(

@@ -80,22 +80,38 @@ const MAX_GRID: usize = 65535;
 pub(super) fn gemm(
     dev: &Device,
     batch: &[usize],
-    (m, n, p): (usize, usize, usize),
+    dims: (usize, usize, usize),
     a: &Operand,
     b: &Operand,
 ) -> Result<Storage> {
+    gemm_of(dev, batch, dims, a, b, numel(batch) > 1)
+}
+
+/// [`gemm`], told whether the product is a batch (`batched`), which it
+/// stays when folded into one matrix's rows.
+fn gemm_of(
+    dev: &Device,
+    batch: &[usize],
+    (m, n, p): (usize, usize, usize),
+    a: &Operand,
+    b: &Operand,
+    batched: bool,
+) -> Result<Storage> {
     let z = numel(batch);
+    let launch = |batch: &[usize], dims, a: &Operand, b: &Operand, layout| {
+        gemm_launch(dev, batch, dims, a, b, layout, batched)
+    };
     // Narrow: few columns would leave most SIMD lanes of the lanes kernel
     // idle, and most columns of a 64×64 tile empty, so compute Cᵀ = Bᵀ·Aᵀ
     // (transposes are swapped strides) and store it transposed. Both
     // schedules do.
     let narrow = n <= NARROW && m >= 4 * n;
     if z == 1 && narrow {
-        return gemm_launch(dev, &[], (n, m, p), &b.t(), &a.t(), Layout::Transposed);
+        return launch(&[], (n, m, p), &b.t(), &a.t(), Layout::Transposed);
     }
     let invariant = |o: &Operand| o.batch_strides.iter().all(|&s| s == 0);
     if z > 1 && invariant(a) && (z * n).div_ceil(TILE) <= MAX_GRID {
-        return gemm_launch(dev, batch, (m, n, p), a, b, Layout::Folded);
+        return launch(batch, (m, n, p), a, b, Layout::Folded);
     }
     let stacked = a.cs == 1
         && a.rs == p
@@ -114,7 +130,7 @@ pub(super) fn gemm(
             batch_strides: vec![],
             ..b.clone()
         };
-        return gemm(dev, &[], (z * m, n, p), &rows, &b);
+        return gemm_of(dev, &[], (z * m, n, p), &rows, &b, batched);
     }
     if z > 1 && narrow && invariant(b) && (z * m).div_ceil(TILE) <= MAX_GRID {
         // Narrow, B shared and A no row-major stack (Ḣᵀ[k]·Z̄, the
@@ -123,16 +139,9 @@ pub(super) fn gemm(
         // entry's Cᵀ is stored transposed. W7 (16 entries of 256×10, p =
         // 64) on lavapipe: 2.8 → 1.35 ms, where the plain launch filled 10
         // of each tile's 64 columns.
-        return gemm_launch(
-            dev,
-            batch,
-            (n, m, p),
-            &b.t(),
-            &a.t(),
-            Layout::FoldedTransposed,
-        );
+        return launch(batch, (n, m, p), &b.t(), &a.t(), Layout::FoldedTransposed);
     }
-    gemm_launch(dev, batch, (m, n, p), a, b, Layout::Plain)
+    launch(batch, (m, n, p), a, b, Layout::Plain)
 }
 
 /// How a launch lays out C: `[*batch, m, n]`, with the batch folded into
@@ -172,6 +181,7 @@ fn gemm_launch(
     a: &Operand,
     b: &Operand,
     layout: Layout,
+    batched: bool,
 ) -> Result<Storage> {
     let z = numel(batch);
     if let Some(limit) = dev.loop_limit().filter(|&l| p > l) {
@@ -186,7 +196,7 @@ fn gemm_launch(
                 ..b.clone()
             };
             let len = limit.min(p - p0);
-            let part = gemm_launch(dev, batch, (m, n, len), &a_piece, &b_piece, layout)?;
+            let part = gemm_launch(dev, batch, (m, n, len), &a_piece, &b_piece, layout, batched)?;
             total = Some(match total {
                 None => part,
                 Some(sum) => {
@@ -234,14 +244,15 @@ fn gemm_launch(
     // 1024×256×256 24.9 against 17.9; W7's m = 10 products 1.09 -> 0.62
     // and 1.32 -> 0.66 ms. Narrower products keep the lanes kernel: 64
     // columns would leave 3/4 of its lanes idle (4096×64×64: 5.8 against
-    // 3.7 ms). Only batches folded into the columns (the K rows of a
-    // batched pass) take it: lavapipe compiles each variant for ~100 ms at
-    // its first dispatch, and W3's first step, whose plain products would
-    // add two variants to the lanes kernel's, took 1.09 s against 0.82.
+    // 3.7 ms). Only batches take it (the K rows of a batched pass, folded
+    // into one product or not): lavapipe compiles each variant for ~100 ms
+    // at its first dispatch, and W3's first step, whose plain products
+    // would add two variants to the lanes kernel's, took 1.09 s against
+    // 0.82.
     let quads = match b_quads(b, n) {
         Some(cols4)
             if schedule == GemmKernel::Lanes
-                && layout.folded()
+                && batched
                 && cols >= 4 * TILE
                 && (p <= NARROW || m <= NARROW || (aligned && !cols4)) =>
         {
