@@ -193,9 +193,10 @@ fn matmul_lanes(@builtin(workgroup_id) wid: vec3<u32>,
 // as a vec4 along p, and the 4×4 block transposed in registers.
 override B_COLS4: bool = false;
 
-// B[p..p+4, col..col+4] as rows (b[d]: row p+d), rows past the
-// contraction's end 0. `col` is the offset of B[0, first column].
-fn b_block(col: u32, p: u32, p_len: u32, b_rs: u32, b_cs: u32) -> mat4x4<f32> {
+// B[p..p+4, col..col+4] as rows (b[d]: row p+d), the rows not `live`
+// (past the contraction's end) 0. `col` is the offset of B[0, first
+// column].
+fn b_block(col: u32, p: u32, live: vec4<bool>, p_len: u32, b_rs: u32, b_cs: u32) -> mat4x4<f32> {
     var b: mat4x4<f32>;
     if (B_COLS4) {
         b = transpose(mat4x4(b_vec[(col + p) / 4u], b_vec[(col + b_cs + p) / 4u],
@@ -207,7 +208,6 @@ fn b_block(col: u32, p: u32, p_len: u32, b_rs: u32, b_cs: u32) -> mat4x4<f32> {
                    b_vec[(col + min(p + 2u, last) * b_rs) / 4u],
                    b_vec[(col + min(p + 3u, last) * b_rs) / 4u]);
     }
-    let live = vec4(p, p + 1u, p + 2u, p + 3u) < vec4(p_len);
     return mat4x4(select(vec4(0.0), b[0], live.x), select(vec4(0.0), b[1], live.y),
                   select(vec4(0.0), b[2], live.z), select(vec4(0.0), b[3], live.w));
 }
@@ -232,9 +232,9 @@ fn fma_quad4(acc: vec4<f32>, a: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
 }
 
 // The same products on another schedule, for B with contiguous rows
-// (b_cs = 1, rows and batch entries starting at multiples of 4) or columns
-// (B_COLS4) and C's rows a multiple of 4 long: each invocation owns four adjacent columns of
-// C and the workgroup's 8 rows. Per four steps of the contraction it loads
+// (b_cs = 1, rows and batch entries starting at multiples of 4) or
+// columns (B_COLS4) and C's rows a multiple of 4 long: each invocation
+// owns four adjacent columns of C and the workgroup's 8 rows. Per four steps of the contraction it loads
 // four vec4s of B and one quad of A (lane r: row r), and stores each of its
 // rows as one vec4, where matmul_lanes stores one value per row: 4x fewer
 // lane-varying stores and loads of B. That is what a short contraction
@@ -260,9 +260,9 @@ fn matmul_quads(@builtin(workgroup_id) wid: vec3<u32>,
     let a_row = strided_offset(z, 2u, 3u) + dim(1u, 2u) + min(row0 + lane % 8u, m - 1u) * a_rs;
     var acc: array<vec4<f32>, 8>;
     for (var p = 0u; p < p_len; p += 4u) {
-        let b = b_block(b_col, p, p_len, b_rs, b_cs);
         let live = vec4(p, p + 1u, p + 2u, p + 3u) < vec4(p_len);
-        fma_quads(&acc, select(vec4(0.0), a_quad(a_row, p, a_cs), live), b);
+        fma_quads(&acc, select(vec4(0.0), a_quad(a_row, p, a_cs), live),
+                  b_block(b_col, p, live, p_len, b_rs, b_cs));
     }
     if (j >= n) {
         return;
