@@ -6,33 +6,13 @@
 // output elements, then loops over k.
 // Slots: 0 = output shape, 1 = a's strides, 2 = b's strides (0 on broadcast axes).
 
-// The op of the `binary_*` entry points (ALIGNED and SYNC_ROWS: common.wgsl).
-// Names are prefixed so that this file composes with unary.wgsl into the
-// fused kernels (src/ops/elementwise/codegen.rs), which call binary_f/da/db
-// with literal ops.
+// The op of the `binary_*` entry points (ALIGNED and SYNC_ROWS: common.wgsl);
+// the ops' math is binary_ops.wgsl, which the module includes before this
+// file.
 override BINARY_OP: u32 = 0u;
 override BCAST: bool = false;   // an operand's shape differs from the output's
 override NEED_A: bool = true;
 override NEED_B: bool = true;
-
-const ADD: u32 = 0u;
-const SUB: u32 = 1u;
-const MUL: u32 = 2u;
-const DIV: u32 = 3u;
-const MAXIMUM: u32 = 4u;
-const MINIMUM: u32 = 5u;
-const POW: u32 = 6u;
-// Comparisons: 1.0 where true, 0.0 where false (NaN compares false). They
-// carry no gradient and are never recorded.
-const GT: u32 = 7u;
-const LT: u32 = 8u;
-const GE: u32 = 9u;
-const LE: u32 = 10u;
-const EQ: u32 = 11u;
-// where_cond's halves: a where b != 0 (else 0), a where b == 0 (else 0);
-// their sum selects without multiplying the other side (inf·0, NaN·0).
-const KEEP_WHERE: u32 = 12u;
-const DROP_WHERE: u32 = 13u;
 
 @group(0) @binding(1) var<storage, read> binary_g: array<vec4<f32>>;         // g [K, n]
 @group(0) @binding(2) var<storage, read_write> binary_dst: array<vec4<f32>>;   // out, or ga [K, n]
@@ -50,75 +30,6 @@ const DROP_WHERE: u32 = 13u;
 override TANGENT_A: bool = true;
 override TANGENT_B: bool = true;
 override TANGENT_OWN: bool = false;
-
-fn mask(c: vec4<bool>) -> vec4<f32> { return select(vec4(0.0), vec4(1.0), c); }
-
-fn pow4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    return vec4(pow_real(a.x, b.x), pow_real(a.y, b.y), pow_real(a.z, b.z), pow_real(a.w, b.w));
-}
-
-fn binary_f(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    let either_nan = is_nan4(a) | is_nan4(b);
-    let nan = bitcast<vec4<f32>>(vec4(NAN_BITS));
-    switch op {
-        case ADD: { return a + b; }
-        case SUB: { return a - b; }
-        case MUL: { return a * b; }
-        case DIV: { return a / b; }
-        // NaN in either operand gives NaN (PyTorch's maximum/minimum).
-        case MAXIMUM: { return select(max(a, b), nan, either_nan); }
-        case MINIMUM: { return select(min(a, b), nan, either_nan); }
-        case POW: { return pow4(a, b); }
-        case GT: { return mask(a > b); }
-        case LT: { return mask(a < b); }
-        case GE: { return mask(a >= b); }
-        case LE: { return mask(a <= b); }
-        case EQ: { return mask(a == b); }
-        case KEEP_WHERE: { return select(vec4(0.0), a, b != vec4(0.0)); }
-        case DROP_WHERE: { return select(a, vec4(0.0), b != vec4(0.0)); }
-        default: { return a; }
-    }
-}
-
-// The share of maximum(a, b)'s gradient that goes to a: 1 where a wins,
-// 1/2 at a tie (PyTorch's convention), 0 where b wins; where a or b is NaN
-// neither wins and both get all of it (as in PyTorch, which masks by
-// comparisons that NaN fails). minimum: the same with the order reversed.
-fn winner_share(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    return select(select(vec4(1.0), vec4(0.0), a < b), vec4(0.5), a == b);
-}
-
-// d(a op b)/da: 1, 1, b, 1/b; max/min shares; b·a^(b−1); a mask.
-fn binary_da(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    switch op {
-        case MUL: { return b; }
-        case DIV: { return 1.0 / b; }
-        case MAXIMUM: { return winner_share(a, b); }
-        case MINIMUM: { return winner_share(b, a); }
-        case POW: { return b * pow4(a, b - 1.0); }
-        case KEEP_WHERE: { return mask(b != vec4(0.0)); }
-        case DROP_WHERE: { return mask(b == vec4(0.0)); }
-        default: { return vec4(1.0); }
-    }
-}
-
-// d(a op b)/db: 1, -1, a, -a/b^2 (as -(a/b)/b, which overflows later);
-// max/min shares; a^b·ln a (0 where a = 0 and b >= 0, PyTorch's choice:
-// the limit from a > 0); 0 for masks and comparisons (no gradient).
-fn binary_db(op: u32, a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    switch op {
-        case ADD: { return vec4(1.0); }
-        case SUB: { return vec4(-1.0); }
-        case MUL: { return a; }
-        case DIV: { return -(a / b) / b; }
-        case MAXIMUM: { return winner_share(b, a); }
-        case MINIMUM: { return winner_share(a, b); }
-        case POW: {
-            return select(pow4(a, b) * log(a), vec4(0.0), a == vec4(0.0) & b >= vec4(0.0));
-        }
-        default: { return vec4(0.0); }
-    }
-}
 
 fn binary_elem(buf_is_a: bool, i: u32) -> f32 {
     if (buf_is_a) {

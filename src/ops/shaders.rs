@@ -1,24 +1,31 @@
 //! The registry of the ops' WGSL files: each module is
-//! `shaders/common.wgsl` followed by the op's own file, and a unit test
-//! validates every file in `shaders/` with naga. Adding an op's WGSL file
-//! adds one line here.
+//! `shaders/common.wgsl`, the op family's math library where it has one
+//! (`unary_ops.wgsl`, `binary_ops.wgsl`: the functions the fused kernels
+//! compose with, without the op files' bindings and entry points), then
+//! the op's own file; a unit test validates every file in `shaders/` with
+//! naga. Adding an op's WGSL file adds one line here.
 
 use crate::runtime::kernels::{Module, Source};
 
 macro_rules! module {
-    ($name:literal) => {
+    ($name:literal $(, $library:literal)?) => {
         Module {
             name: $name,
             source: Source::Text(concat!(
                 include_str!("../../shaders/common.wgsl"),
+                $(include_str!(concat!("../../shaders/", $library, ".wgsl")),)?
                 include_str!(concat!("../../shaders/", $name, ".wgsl"))
             )),
         }
     };
 }
 
-pub(crate) const UNARY: Module = module!("unary");
-pub(crate) const BINARY: Module = module!("binary");
+/// The files that are no module of their own: included by others.
+#[cfg(test)]
+const LIBRARIES: &[&str] = &["common.wgsl", "unary_ops.wgsl", "binary_ops.wgsl"];
+
+pub(crate) const UNARY: Module = module!("unary", "unary_ops");
+pub(crate) const BINARY: Module = module!("binary", "binary_ops");
 pub(crate) const REDUCE: Module = module!("reduce");
 pub(crate) const FILL: Module = module!("fill");
 pub(crate) const ACCUMULATE: Module = module!("accumulate");
@@ -52,14 +59,15 @@ const MODULES: &[&Module<'static>] = &[
 mod tests {
     use super::*;
 
-    /// Every module (common.wgsl + the op's file) parses and validates with naga.
+    /// Every module (common.wgsl, a library, the op's file) parses and
+    /// validates with naga.
     #[test]
     fn every_wgsl_module_validates() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
         let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".wgsl") && n != "common.wgsl")
+            .filter(|n| n.ends_with(".wgsl") && !LIBRARIES.contains(&n.as_str()))
             .collect();
         on_disk.sort();
         let mut registered: Vec<String> =

@@ -1,8 +1,8 @@
 //! The kernel of a fused adjoint region (`mod.rs` finds the regions,
 //! `launch.rs` runs them): the members, where each contribution goes, and
 //! the composed entry point, written with the elementwise emitter
-//! (`ops/elementwise/codegen.rs`), that calls the ops' derivative
-//! functions with literal op codes. Per element it reads each saved value
+//! (`ops/elementwise/codegen.rs`), that calls each op's own derivative
+//! functions by name. Per element it reads each saved value
 //! once, sums the products of local derivatives along every path into one
 //! factor per input leaving the region, then for each of the K cotangent
 //! rows writes `g[k] ⊙ factor` (or adds it to the input's cotangent in

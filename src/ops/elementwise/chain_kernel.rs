@@ -1,6 +1,6 @@
 //! The kernel of a forward-fusion chain (`chain.rs`): an entry point,
 //! written with `codegen.rs`, that reads each input once, computes every op
-//! in registers with `unary_f`/`binary_f` called with literal op codes, and
+//! in registers with each op's own `_f` function (`codegen::value`), and
 //! writes the values still referenced.
 
 use std::fmt::Write;
