@@ -2,10 +2,21 @@
 //! per-element factors are computed once, then applied to each of the K
 //! rows. One frame for both: ALIGNED is an override, so the branch not
 //! taken is compiled out (taken at run time, W2's adjoint on lavapipe runs
-//! 2× slower at K = 1 and 7); aligned rows go four at a time, all four
-//! loads issued before the stores (on lavapipe 1.6× the rate of one row
-//! per iteration, measured on a K-row scaling loop). Which rows an
-//! invocation takes is `launch.rs`'s choice (ROW_BLOCK, ROWS_K).
+//! 2× slower at K = 1 and 7). Which rows an invocation takes is
+//! `launch.rs`'s choice (ROW_BLOCK, ROWS_K).
+//!
+//! Aligned rows go four at a time, all four loads issued before the
+//! stores, where an invocation loops over all K rows (GPUs); one at a time
+//! in a block of ROW_BLOCK rows (CPU adapters), where four at a time runs
+//! no faster and costs LLVM 20 ms more at the first dispatch. W10's fused
+//! adjoint on lavapipe, four → one: LLVM 56–59 → 34–35 ms; per dispatch,
+//! n = 60,000, K = 64 4.1–5.1 ms either way, K = 24 1.5–1.7, K = 8 1.2 →
+//! 0.75; W2 batched (n = 2^16, K = 64) 4.39–6.69 → 4.39–5.40 ms, medians
+//! 4.63 both (12 interleaved runs each). Four at a time once ran 1.6× the
+//! rate of one, before rows came in blocks (a K-row scaling loop). The
+//! unaligned loop keeps its `continue` on `!live`: the forms that compile
+//! 10 ms faster (`break` at the row's end, an early return) ran it 10–15%
+//! slower (K = 64: 7.2–7.5 → 8.2–8.5 ms).
 
 use std::fmt::Write;
 
@@ -84,7 +95,7 @@ fn frame(w: &mut String, four: &str, one: &str, scalar: &str) {
         rows_k = min(k + ROW_BLOCK, params.k);
     }}
     if (ALIGNED) {{
-        for (; k + 4u <= rows_k; k += 4u) {{
+        for (; ROW_BLOCK == 0u && ROWS_K == 0u && k + 4u <= rows_k; k += 4u) {{
             if (live) {{
                 let j = k * n4 + t;
 {four}            }}
