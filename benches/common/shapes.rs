@@ -189,16 +189,19 @@ pub fn measure_w10(name: &str) -> W10Figures {
 /// compiles are cold and resident memory is the workload's own; None if
 /// one failed.
 pub fn w10_in_fresh_processes(exe: &std::path::Path, arg: &str) -> Option<Vec<W10Figures>> {
-    W10_WORKLOADS
-        .iter()
-        .map(|name| {
-            let out = std::process::Command::new(exe)
-                .args([arg, name])
-                .env("MESA_SHADER_CACHE_DISABLE", "true")
-                .output()
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            text.lines().find_map(W10Figures::parse)
-        })
+    (W10_WORKLOADS.iter())
+        .map(|name| w10_in_fresh_process(exe, arg, name))
         .collect()
+}
+
+/// One W10 workload in a child process of `exe`, as
+/// [`w10_in_fresh_processes`] runs each.
+pub fn w10_in_fresh_process(exe: &std::path::Path, arg: &str, name: &str) -> Option<W10Figures> {
+    let out = std::process::Command::new(exe)
+        .args([arg, name])
+        .env("MESA_SHADER_CACHE_DISABLE", "true")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(W10Figures::parse)
 }

@@ -1,7 +1,9 @@
 //! The report's W10 section (issue 22): shapes that change, each workload
 //! in a child process of this program with Mesa's shader cache off.
 
-use crate::common::shapes::{measure_w10, w10_in_fresh_processes};
+use crate::common::shapes::{
+    W10Figures, measure_w10, w10_in_fresh_process, w10_in_fresh_processes,
+};
 use crate::report::Report;
 
 const CHILD: &str = "--w10-child";
@@ -17,11 +19,16 @@ pub fn child(args: &[String]) -> bool {
     true
 }
 
+/// Fresh processes of the list in all, for its ratio's median and range:
+/// one process's first/second moves by ±0.07 from run to run here.
+const LIST_RUNS: usize = 5;
+
 pub fn section(r: &mut Report) {
     r.section("W10: shapes that change (fresh processes, MESA_SHADER_CACHE_DISABLE=true)");
-    let figures = std::env::current_exe()
-        .ok()
-        .and_then(|exe| w10_in_fresh_processes(&exe, CHILD));
+    let exe = std::env::current_exe().ok();
+    let figures = exe
+        .as_ref()
+        .and_then(|exe| w10_in_fresh_processes(exe, CHILD));
     let Some(figures) = figures else {
         println!("  (a child process failed: run this program with `{CHILD} list`)");
         return;
@@ -56,4 +63,32 @@ pub fn section(r: &mut Report) {
             "MB",
         );
     }
+    list_spread(r, &figures, exe.as_deref());
+}
+
+/// The list's first/second over [`LIST_RUNS`] fresh processes (the one
+/// above and more): median, least and most.
+fn list_spread(r: &mut Report, figures: &[W10Figures], exe: Option<&std::path::Path>) {
+    let Some(exe) = exe else { return };
+    let mut ratios: Vec<f64> = figures
+        .iter()
+        .filter(|f| f.name == "list")
+        .map(|f| f.first / f.second)
+        .collect();
+    while ratios.len() < LIST_RUNS {
+        match w10_in_fresh_process(exe, CHILD, "list") {
+            Some(f) => ratios.push(f.first / f.second),
+            None => return,
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    let name = format!("30-step list, {LIST_RUNS} processes: first/second");
+    r.add(
+        "W10",
+        &format!("{name}, median"),
+        ratios[LIST_RUNS / 2],
+        "x",
+    );
+    r.add("W10", &format!("{name}, least"), ratios[0], "x");
+    r.add("W10", &format!("{name}, most"), ratios[LIST_RUNS - 1], "x");
 }
