@@ -125,3 +125,41 @@ fn to_vec_async_sleeps_until_the_data_is_there() {
         state.wakes.load(Ordering::SeqCst)
     );
 }
+
+/// Past 4 MiB, uploads and readbacks go through 4 MiB staging chunks:
+/// values that straddle chunk ends come back exact, alone and read
+/// together, and a transfer larger than any before creates only the
+/// chunks it lacks (in each direction).
+#[test]
+fn large_transfers_go_through_chunks_and_create_only_those_they_lack() {
+    let dev = fresh_device();
+    let mut r = rng(seed_of("staging chunks"));
+    let chunk = 1usize << 20; // f32 values in one 4 MiB chunk
+    let mut round_trip = |n: usize| {
+        let xv = sample(&mut r, n, Dist::Uniform(-1.0, 1.0));
+        assert_eq!(read(&ok(dev.tensor(&xv, &[n]))), xv, "n {n}");
+    };
+    round_trip(2 * chunk + 3); // three chunks each way
+    let s = dev.stats();
+    assert_eq!((s.upload_allocations, s.staging_allocations), (3, 3));
+    round_trip(5 * chunk - 1); // five: two more each way
+    let s = dev.stats();
+    assert_eq!((s.upload_allocations, s.staging_allocations), (5, 5));
+    round_trip(4 * chunk);
+    assert_eq!(dev.stats().staging_allocations, 5);
+
+    // Several tensors read together, their values crossing chunk ends at
+    // odd places.
+    let lens = [chunk - 5, chunk + 7, 3, 2 * chunk + 1];
+    let values: Vec<Vec<f32>> = (lens.iter())
+        .map(|&n| sample(&mut r, n, Dist::Uniform(-1.0, 1.0)))
+        .collect();
+    let tensors: Vec<_> = (values.iter().zip(lens))
+        .map(|(v, n)| ok(dev.tensor(v, &[n])))
+        .collect();
+    let before = dev.stats();
+    let got = ok(pullback::read_all(&tensors.iter().collect::<Vec<_>>()));
+    let after = dev.stats();
+    assert_eq!(got, values);
+    assert_eq!(after.submits - before.submits, 1, "{after:?}");
+}

@@ -20,9 +20,11 @@ pub struct Stats {
     /// Buffers created with the GPU (pool misses).
     pub allocations: u64,
     /// Readbacks to the host (each one submit and one map, however many
-    /// tensors it reads: [`crate::read_all`]).
+    /// tensors it reads: [`crate::read_all`]; past 4 MiB, one map per
+    /// 4 MiB staging chunk).
     pub readbacks: u64,
-    /// Mappable staging buffers created for readbacks (they are pooled).
+    /// Mappable staging buffers created for readbacks (they are pooled;
+    /// past 4 MiB a readback takes 4 MiB chunks, idle ones first).
     pub staging_allocations: u64,
     /// Mappable staging buffers created for uploads (pooled too: a loop
     /// that uploads the same sizes every step creates them once).

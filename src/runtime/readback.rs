@@ -1,7 +1,7 @@
-//! Reading buffers back to the host: copies into one mappable staging
-//! buffer (`staging.rs` pools them), submitted together with all pending
-//! work (one submit), then one map. It reads storages, not tensors
-//! (`tape/tensor.rs` reads tensors through it).
+//! Reading buffers back to the host: copies into mappable staging buffers
+//! (one, or 4 MiB chunks past that: `staging.rs` pools them), submitted
+//! together with all pending work (one submit), then one map of each. It
+//! reads storages, not tensors (`tape/tensor.rs` reads tensors through it).
 
 use std::sync::atomic::Ordering;
 
@@ -10,6 +10,7 @@ use crate::lock::Recover;
 use crate::runtime::device::Device;
 use crate::runtime::encoder::new_encoder;
 use crate::runtime::pool::Storage;
+use crate::runtime::staging::Chunks;
 
 /// Where each tensor's values lie in a staging buffer: copies start at
 /// multiples of 16 bytes (wgpu needs 4 for copies, 8 for map offsets).
@@ -23,117 +24,112 @@ fn layout(lens: &[usize]) -> (Vec<u64>, u64) {
     (offsets, end.max(16))
 }
 
-/// A staging buffer being mapped for one readback.
+/// Staging buffers being mapped for one readback.
 struct Read {
-    staging: wgpu::Buffer,
+    staging: Chunks,
     offsets: Vec<u64>,
-    bytes: u64,
 }
 
 /// Completed by the map callback.
 type Mapped = futures::channel::oneshot::Receiver<Result<()>>;
 
 impl Device {
-    /// Copies the first `len` values of each storage into one staging
-    /// buffer, submitting the pending work with the copies (one submit),
-    /// and starts mapping it.
-    fn start_read(&self, items: &[(&Storage, usize)]) -> Result<(Read, Mapped)> {
+    /// Copies the first `len` values of each storage into staging buffers,
+    /// submitting the pending work with the copies (one submit), and
+    /// starts mapping them: one receiver per staging buffer.
+    fn start_read(&self, items: &[(&Storage, usize)]) -> Result<(Read, Vec<Mapped>)> {
         self.check_alive()?;
         self.run_deferred();
         let lens: Vec<usize> = items.iter().map(|(_, len)| *len).collect();
         let (offsets, bytes) = layout(&lens);
         let shared = &*self.shared;
         let relieve = || self.relieve();
-        let staging = shared
-            .staging
-            .take(&shared.device, &shared.pool, bytes, &relieve)?;
+        let staging =
+            (shared.staging).take_chunks(&shared.device, &shared.pool, bytes, &relieve)?;
         // As in `flush`: take, record the copies and submit under one lock.
         let mut pending = self.shared.pending.locked();
         let mut encoder = pending
             .take()
             .unwrap_or_else(|| new_encoder(&self.shared.device));
-        for ((storage, len), offset) in items.iter().zip(&offsets) {
-            if *len > 0 {
-                encoder.copy_buffer_to_buffer(
-                    storage.buffer(),
-                    0,
-                    &staging,
-                    *offset,
-                    *len as u64 * 4,
-                );
+        for ((storage, len), &offset) in items.iter().zip(&offsets) {
+            for piece in staging.pieces(offset, *len as u64 * 4) {
+                let chunk = &staging.buffers[piece.chunk];
+                let source = storage.buffer();
+                encoder.copy_buffer_to_buffer(source, piece.from, chunk, piece.at, piece.len);
             }
         }
         self.submit(encoder);
         drop(pending);
         let counters = &self.shared.pool.counters;
         counters.readbacks.fetch_add(1, Ordering::Relaxed);
-        let (tx, mapped) = futures::channel::oneshot::channel();
-        staging
-            .slice(..bytes)
-            .map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r.map_err(|e| Error::Gpu(format!("reading back a tensor: {e}"))));
-            });
-        Ok((
-            Read {
-                staging,
-                offsets,
-                bytes,
-            },
-            mapped,
-        ))
+        let mapped = (staging.buffers.iter().enumerate())
+            .map(|(i, chunk)| {
+                let (tx, mapped) = futures::channel::oneshot::channel();
+                chunk
+                    .slice(..staging.used(i))
+                    .map_async(wgpu::MapMode::Read, move |r| {
+                        let r = r.map_err(|e| Error::Gpu(format!("reading back a tensor: {e}")));
+                        let _ = tx.send(r);
+                    });
+                mapped
+            })
+            .collect();
+        Ok((Read { staging, offsets }, mapped))
     }
 
-    /// The values of a mapped readback; the staging buffer goes back to the pool.
+    /// The values of a mapped readback; the staging buffers go back to the
+    /// pool.
     fn finish_read(&self, read: Read, lens: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let Read { staging, offsets } = read;
         let values = {
-            let view = read
-                .staging
-                .slice(..read.bytes)
-                .get_mapped_range()
+            let views = (staging.buffers.iter().enumerate())
+                .map(|(i, chunk)| chunk.slice(..staging.used(i)).get_mapped_range())
+                .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| Error::Gpu(format!("reading back a tensor: {e}")))?;
-            let all = bytemuck::cast_slice::<u8, f32>(&view);
-            read.offsets
-                .iter()
-                .zip(lens)
-                .map(|(&offset, &len)| all[offset as usize / 4..][..len].to_vec())
+            (offsets.iter().zip(lens))
+                .map(|(&offset, &len)| {
+                    let mut values = Vec::with_capacity(len);
+                    for piece in staging.pieces(offset, len as u64 * 4) {
+                        let bytes = &views[piece.chunk][piece.at as usize..][..piece.len as usize];
+                        values.extend_from_slice(bytemuck::cast_slice::<u8, f32>(bytes));
+                    }
+                    values
+                })
                 .collect()
         };
-        read.staging.unmap();
-        (self.shared.staging).give_back(read.staging, &self.shared.pool);
+        for chunk in &staging.buffers {
+            chunk.unmap();
+        }
+        (self.shared.staging).give_back_all(staging.buffers, &self.shared.pool);
         Ok(values)
     }
 
-    /// Blocking read of `len` f32 values of each storage: one submit, one map.
-    /// Past the largest buffer the adapter allows, one staging buffer per
-    /// storage (each of which fits).
+    /// Blocking read of `len` f32 values of each storage: one submit, one
+    /// map per staging buffer.
     pub(crate) fn read_many(&self, items: &[(&Storage, usize)]) -> Result<Vec<Vec<f32>>> {
         let lens: Vec<usize> = items.iter().map(|(_, len)| *len).collect();
-        if items.len() > 1 && layout(&lens).1 > self.shared.pool.max_buffer {
-            return items
-                .iter()
-                .map(|&item| self.read(item.0, item.1))
-                .collect();
-        }
         let (read, mut mapped) = self.start_read(items)?;
         self.wait()?;
-        // The copy is done once `wait` returns, but the map callback runs on
-        // whichever thread polled the device: when another thread's poll
+        // The copies are done once `wait` returns, but a map callback runs
+        // on whichever thread polled the device: when another thread's poll
         // collected it, it may still be on its way here. wgpu always calls a
-        // map callback (with an error if the device is lost), so wait for it,
-        // polling, with a deadline as a safety net.
+        // map callback (with an error if the device is lost), so wait for
+        // each, polling, with a deadline as a safety net.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            match mapped.try_recv() {
-                Ok(Some(result)) => break result?,
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    self.shared
-                        .device
-                        .poll(wgpu::PollType::Poll)
-                        .map_err(|e| Error::DeviceLost(e.to_string()))?;
-                    self.check_alive()?;
-                    std::thread::yield_now();
+        for mapped in &mut mapped {
+            loop {
+                match mapped.try_recv() {
+                    Ok(Some(result)) => break result?,
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        self.shared
+                            .device
+                            .poll(wgpu::PollType::Poll)
+                            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+                        self.check_alive()?;
+                        std::thread::yield_now();
+                    }
+                    _ => return Err(self.lost_or("the readback did not complete")),
                 }
-                _ => return Err(self.lost_or("the readback did not complete")),
             }
         }
         self.finish_read(read, &lens)
@@ -156,9 +152,11 @@ impl Device {
             // reports it.
             let _ = device.poll(wgpu::PollType::wait_indefinitely());
         });
-        match mapped.await {
-            Ok(result) => result?,
-            Err(_) => return Err(self.lost_or("the readback was cancelled")),
+        for mapped in mapped {
+            match mapped.await {
+                Ok(result) => result?,
+                Err(_) => return Err(self.lost_or("the readback was cancelled")),
+            }
         }
         Ok(self.finish_read(read, &[len])?.remove(0))
     }

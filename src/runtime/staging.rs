@@ -3,6 +3,14 @@
 //! them once: one pool for readbacks (`MAP_READ`), one for uploads
 //! (`MAP_WRITE`).
 //!
+//! A transfer past [`CHUNK`] bytes goes through several staging buffers of
+//! that size ([`Chunks`]), not one of its own size. Staging memory is then
+//! fungible: a transfer larger than any before takes the idle chunks and
+//! creates only the ones it lacks. With a buffer per transfer size, each
+//! new largest size (W10's list has three) created a whole new buffer in
+//! each pool, and on a CPU adapter every page of it is a fresh page fault
+//! (about 1.8 µs for 4 KiB here) and, for uploads, a zero fill by wgpu.
+//!
 //! An upload buffer is reused mapped: once its copy is submitted, it is
 //! mapped again for writing ([`StagingPool::remap_submitted`]), and it is
 //! ready when wgpu has run the copy and the mapping (on any later poll or
@@ -37,6 +45,60 @@ pub(crate) struct StagingPool {
 }
 
 const KEEP_PER_SIZE: usize = 2;
+
+/// Bytes of one staging chunk: transfers up to it take one buffer of their
+/// size class, larger ones as many chunks as they need (the last one
+/// partly used). Large enough that a copy or a mapping per chunk costs
+/// nothing measurable, small enough that the waste of the last chunk and
+/// the growth of a transfer larger than any before stay small.
+pub(crate) const CHUNK: u64 = 4 << 20;
+
+/// The staging buffers of one transfer: its bytes lie in order over
+/// `buffers`, `span` bytes in each (the last one may hold fewer).
+pub(crate) struct Chunks {
+    pub buffers: Vec<wgpu::Buffer>,
+    span: u64,
+    bytes: u64,
+}
+
+/// One piece of a byte range of a transfer, within one chunk.
+pub(crate) struct Piece {
+    /// Which chunk.
+    pub chunk: usize,
+    /// Offset in that chunk.
+    pub at: u64,
+    /// Offset from the start of the range.
+    pub from: u64,
+    pub len: u64,
+}
+
+impl Chunks {
+    /// Bytes of the transfer that chunk `i` holds.
+    pub fn used(&self, i: usize) -> u64 {
+        (self.bytes - i as u64 * self.span).min(self.span)
+    }
+
+    /// Splits bytes `start..start + len` of the transfer at chunk ends.
+    pub fn pieces(&self, start: u64, len: u64) -> impl Iterator<Item = Piece> + '_ {
+        let mut from = 0;
+        std::iter::from_fn(move || {
+            if from >= len {
+                return None;
+            }
+            let pos = start + from;
+            let (chunk, at) = ((pos / self.span) as usize, pos % self.span);
+            let piece_len = (self.span - at).min(len - from);
+            let piece = Piece {
+                chunk,
+                at,
+                from,
+                len: piece_len,
+            };
+            from += piece_len;
+            Some(piece)
+        })
+    }
+}
 
 /// Idle bytes each staging pool (readbacks, uploads) may keep: half the
 /// pool's idle cap, so that all idle buffers stay within twice it. (With
@@ -109,12 +171,54 @@ impl StagingPool {
         Ok(buffer)
     }
 
+    /// Staging buffers for a transfer of `bytes`: one up to [`CHUNK`]
+    /// bytes, else whole chunks (each from [`StagingPool::take`], so idle
+    /// ones first). On failure the chunks taken so far go back to the pool.
+    pub fn take_chunks(
+        &self,
+        device: &wgpu::Device,
+        pool: &Pool,
+        bytes: u64,
+        relieve: &dyn Fn(),
+    ) -> Result<Chunks> {
+        let chunk = CHUNK.min(pool.max_buffer / 16 * 16);
+        let span = if bytes <= chunk { bytes } else { chunk };
+        let mut chunks = Chunks {
+            buffers: Vec::with_capacity(bytes.div_ceil(span) as usize),
+            span,
+            bytes,
+        };
+        for _ in 0..bytes.div_ceil(span) {
+            match self.take(device, pool, span, relieve) {
+                Ok(buffer) => chunks.buffers.push(buffer),
+                Err(e) => {
+                    self.give_back_all(chunks.buffers, pool);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(chunks)
+    }
+
     /// Keeps `buffer` for reuse (readback buffers unmapped, upload buffers
     /// mapped), the least recently returned idle ones released to fit
-    /// [`cap`].
+    /// [`cap`]. Chunk-sized buffers are kept as many as fit: a large
+    /// transfer needs them all at once.
     pub fn give_back(&self, buffer: wgpu::Buffer, pool: &Pool) {
         let size = buffer.size();
-        (self.idle.locked()).keep(buffer, size, cap(pool), KEEP_PER_SIZE);
+        let per_size = if size == CHUNK {
+            usize::MAX
+        } else {
+            KEEP_PER_SIZE
+        };
+        (self.idle.locked()).keep(buffer, size, cap(pool), per_size);
+    }
+
+    /// [`StagingPool::give_back`] for each buffer.
+    pub fn give_back_all(&self, buffers: Vec<wgpu::Buffer>, pool: &Pool) {
+        for buffer in buffers {
+            self.give_back(buffer, pool);
+        }
     }
 
     /// Uploads: `buffer` was filled and unmapped, and its copy recorded in
@@ -171,5 +275,31 @@ impl StagingPool {
     pub fn trim(&self) {
         self.idle.locked().clear();
         self.mapping.locked().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunks;
+
+    /// Pieces cover the range in order, each within one chunk, split
+    /// exactly at chunk ends.
+    #[test]
+    fn pieces_split_a_range_at_chunk_ends() {
+        let chunks = Chunks {
+            buffers: Vec::new(),
+            span: 16,
+            bytes: 100,
+        };
+        let got: Vec<_> = (chunks.pieces(8, 40))
+            .map(|p| (p.chunk, p.at, p.from, p.len))
+            .collect();
+        assert_eq!(got, [(0, 8, 0, 8), (1, 0, 8, 16), (2, 0, 24, 16)]);
+        let got: Vec<_> = (chunks.pieces(32, 4))
+            .map(|p| (p.chunk, p.at, p.from, p.len))
+            .collect();
+        assert_eq!(got, [(2, 0, 0, 4)]);
+        assert_eq!(chunks.pieces(40, 0).count(), 0);
+        assert_eq!((chunks.used(0), chunks.used(6)), (16, 4));
     }
 }

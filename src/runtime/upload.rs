@@ -1,4 +1,5 @@
-//! Host data onto the device through pullback's own staging buffers.
+//! Host data onto the device through pullback's own staging buffers (in
+//! chunks past 4 MiB, `staging.rs`).
 //!
 //! wgpu stages an upload itself when a buffer that is not mappable is
 //! created mapped, or written with `Queue::write_buffer`; its staging
@@ -42,24 +43,33 @@ impl Device {
         let size = (bytes.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
         let shared = &*self.shared;
         let relieve = || self.relieve();
-        let staging = (shared.uploads).take(&shared.device, &shared.pool, size, &relieve)?;
-        {
+        let chunks = (shared.uploads).take_chunks(&shared.device, &shared.pool, size, &relieve)?;
+        for piece in chunks.pieces(0, size) {
+            let staging = &chunks.buffers[piece.chunk];
             let mut view = staging
-                .slice(..size)
+                .slice(..piece.len)
                 .get_mapped_range_mut()
                 .map_err(|e| Error::Gpu(format!("mapping an upload buffer failed: {e}")))?;
-            view.slice(..bytes.len()).copy_from_slice(bytes);
+            let from = piece.from as usize;
+            let data = &bytes[from.min(bytes.len())..(from + piece.len as usize).min(bytes.len())];
+            view.slice(..data.len()).copy_from_slice(data);
         }
-        staging.unmap();
+        for staging in &chunks.buffers {
+            staging.unmap();
+        }
         // Into the pending encoder without running the deferred forward
         // chain: the copy's destination is no operand of it (the chain holds
         // its operands), so the chain may still grow past this upload.
         let mut pending = shared.pending.locked();
-        pending
-            .get_or_insert_with(|| new_encoder(&shared.device))
-            .copy_buffer_to_buffer(&staging, 0, dst.buffer(), 0, size);
+        let encoder = pending.get_or_insert_with(|| new_encoder(&shared.device));
+        for piece in chunks.pieces(0, size) {
+            let staging = &chunks.buffers[piece.chunk];
+            encoder.copy_buffer_to_buffer(staging, 0, dst.buffer(), piece.from, piece.len);
+        }
         // Mapped again for the next upload by the submit that runs the copy.
-        shared.uploads.filled(staging);
+        for staging in chunks.buffers {
+            shared.uploads.filled(staging);
+        }
         Ok(dst)
     }
 }

@@ -199,8 +199,8 @@ impl Tensor {
 }
 
 /// Reads several tensors back with one submit and one map (each
-/// [`Tensor::to_vec`] is a submit and a map of its own). All must live on
-/// the same device.
+/// [`Tensor::to_vec`] is a submit and a map of its own; past 4 MiB in all,
+/// one map per 4 MiB staging chunk). All must live on the same device.
 ///
 /// ```
 /// # fn main() -> pullback::Result<()> {
