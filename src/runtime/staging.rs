@@ -53,6 +53,11 @@ const KEEP_PER_SIZE: usize = 2;
 /// the growth of a transfer larger than any before stay small.
 pub(crate) const CHUNK: u64 = 4 << 20;
 
+/// [`CHUNK`], or less where the adapter's largest buffer is smaller.
+fn chunk_bytes(pool: &Pool) -> u64 {
+    CHUNK.min(pool.max_buffer / 16 * 16)
+}
+
 /// The staging buffers of one transfer: its bytes lie in order over
 /// `buffers`, `span` bytes in each (the last one may hold fewer).
 pub(crate) struct Chunks {
@@ -136,7 +141,7 @@ impl StagingPool {
     /// pool's counters. Created under the pool's out-of-memory handling
     /// (`relieve`, then once more): a staging buffer that does not fit is
     /// [`crate::Error::OutOfMemory`], not a lost device.
-    pub fn take(
+    fn take(
         &self,
         device: &wgpu::Device,
         pool: &Pool,
@@ -181,8 +186,7 @@ impl StagingPool {
         bytes: u64,
         relieve: &dyn Fn(),
     ) -> Result<Chunks> {
-        let chunk = CHUNK.min(pool.max_buffer / 16 * 16);
-        let span = if bytes <= chunk { bytes } else { chunk };
+        let span = bytes.clamp(16, chunk_bytes(pool));
         let mut chunks = Chunks {
             buffers: Vec::with_capacity(bytes.div_ceil(span) as usize),
             span,
@@ -206,7 +210,7 @@ impl StagingPool {
     /// transfer needs them all at once.
     pub fn give_back(&self, buffer: wgpu::Buffer, pool: &Pool) {
         let size = buffer.size();
-        let per_size = if size == CHUNK {
+        let per_size = if size >= chunk_bytes(pool) {
             usize::MAX
         } else {
             KEEP_PER_SIZE
