@@ -199,3 +199,18 @@ pub(crate) async fn choose(
         },
     }
 }
+
+/// wgpu's memory hints for a device on this adapter. On a CPU adapter
+/// device memory is this process's memory, and the allocator's blocks are
+/// what stays resident: a freed buffer's touched pages stay resident for
+/// as long as anything else lives in its block. Smaller blocks
+/// (`MemoryUsage`: 4–32 MiB where `Performance` takes 64–128 MiB) free
+/// whole blocks sooner. W10's list on lavapipe ended at 336 MB resident
+/// instead of 400 (184 against 213 MB once the pools were trimmed), its
+/// passes no slower. GPUs keep wgpu's default, `Performance`.
+pub(crate) fn memory_hints(info: &wgpu::AdapterInfo) -> wgpu::MemoryHints {
+    match info.device_type {
+        wgpu::DeviceType::Cpu => wgpu::MemoryHints::MemoryUsage,
+        _ => wgpu::MemoryHints::Performance,
+    }
+}

@@ -159,6 +159,7 @@ impl Device {
                 required_features: adapter.features() & wgpu::Features::SUBGROUP,
                 // The defaults cap storage bindings at 128 MiB; take what the adapter has.
                 required_limits: adapter.limits(),
+                memory_hints: adapter::memory_hints(&adapter.get_info()),
                 ..Default::default()
             })
             .await
