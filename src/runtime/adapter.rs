@@ -205,9 +205,9 @@ pub(crate) async fn choose(
 /// what stays resident: a freed buffer's touched pages stay resident for
 /// as long as anything else lives in its block. Smaller blocks
 /// (`MemoryUsage`: 4–32 MiB where `Performance` takes 64–128 MiB) free
-/// whole blocks sooner. W10's list on lavapipe ended at 336 MB resident
-/// instead of 400 (184 against 213 MB once the pools were trimmed), its
-/// passes no slower. GPUs keep wgpu's default, `Performance`.
+/// whole blocks sooner. W10's list on lavapipe (`bench_report`) ended at
+/// 352 MB resident instead of 420 (184 against 213 MB once the pools were
+/// trimmed), its passes no slower. GPUs keep wgpu's default, `Performance`.
 pub(crate) fn memory_hints(info: &wgpu::AdapterInfo) -> wgpu::MemoryHints {
     match info.device_type {
         wgpu::DeviceType::Cpu => wgpu::MemoryHints::MemoryUsage,

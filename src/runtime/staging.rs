@@ -51,7 +51,7 @@ const KEEP_PER_SIZE: usize = 2;
 /// partly used). Large enough that a copy or a mapping per chunk costs
 /// nothing measurable, small enough that the waste of the last chunk and
 /// the growth of a transfer larger than any before stay small.
-pub(crate) const CHUNK: u64 = 4 << 20;
+const CHUNK: u64 = 4 << 20;
 
 /// [`CHUNK`], or less where the adapter's largest buffer is smaller.
 fn chunk_bytes(pool: &Pool) -> u64 {
