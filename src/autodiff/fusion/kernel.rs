@@ -103,10 +103,12 @@ impl RegionRecipe {
         self.aliases[o].is_none() && !self.aliases.contains(&Some(o))
     }
 
-    /// A name that determines the source (with which outputs accumulate).
-    pub fn signature(&self, accumulate: &[bool]) -> String {
+    /// A name that determines the source (with which outputs accumulate,
+    /// and whether rows start on a vec4).
+    pub fn signature(&self, accumulate: &[bool], aligned: bool) -> String {
         let modes: Vec<_> = self.layout.modes().collect();
-        let mut s = format!("fused_adjoint{modes:?}");
+        let rows = if aligned { "" } else { "(unaligned)" };
+        let mut s = format!("fused_adjoint{rows}{modes:?}");
         for m in &self.members {
             let _ = write!(s, "|{:?}{:?}{:?}", m.op, m.targets, m.saved);
         }
@@ -118,25 +120,27 @@ impl RegionRecipe {
 
     /// The entry point `fused_adjoint`: each output's factor times the
     /// root's K cotangent rows. `accumulate[o]`: output o already holds a
-    /// cotangent to add to.
-    pub fn entry_source(&self, accumulate: &[bool]) -> String {
+    /// cotangent to add to. `aligned`: n % 4 == 0, so every row starts on
+    /// a vec4; else the rows' buffers (the cotangents) are f32 arrays.
+    pub fn entry_source(&self, accumulate: &[bool], aligned: bool) -> String {
         let primaries = self.primaries();
         let reads: Vec<String> = std::iter::once("fused_g".to_string())
             .chain((0..self.layout.operands()).map(|j| format!("fused_s{j}")))
             .collect();
         let writes: Vec<String> = primaries.iter().map(|o| format!("fused_o{o}")).collect();
         let mut w = String::new();
-        codegen::declare(&mut w, &reads, &writes);
+        let flat = |name: &str| !aligned && !name.starts_with("fused_s");
+        codegen::declare(&mut w, &reads, &writes, &flat);
         self.factors(&mut w, "fused_adjoint", &reads[1..]);
-        rows::adjoint(&mut w, accumulate, &primaries);
+        rows::adjoint(&mut w, accumulate, &primaries, aligned);
         w
     }
 
     /// A name that determines the tangent's source: `present[o]`, input o
     /// leaving the region has a tangent.
-    pub fn tangent_signature(&self, present: &[bool]) -> String {
+    pub fn tangent_signature(&self, present: &[bool], aligned: bool) -> String {
         let mut s = self
-            .signature(&[])
+            .signature(&[], aligned)
             .replacen("fused_adjoint", "fused_tangent", 1);
         for &p in present {
             s.push(if p { 't' } else { '0' });
@@ -147,7 +151,8 @@ impl RegionRecipe {
     /// The entry point `fused_tangent` (forward mode): the root's K tangent
     /// rows, `Σ_o factor_o ⊙ ṫ_o[k]` over the inputs leaving the region
     /// that have a tangent (`present[o]`; read at the region's shape).
-    pub fn tangent_source(&self, present: &[bool]) -> String {
+    /// `aligned` as for [`RegionRecipe::entry_source`].
+    pub fn tangent_source(&self, present: &[bool], aligned: bool) -> String {
         let reads: Vec<String> = (0..self.layout.operands())
             .map(|j| format!("fused_s{j}"))
             .chain(
@@ -157,14 +162,15 @@ impl RegionRecipe {
             )
             .collect();
         let mut w = String::new();
-        codegen::declare(&mut w, &reads, &["fused_y".to_string()]);
+        let flat = |name: &str| !aligned && !name.starts_with("fused_s");
+        codegen::declare(&mut w, &reads, &["fused_y".to_string()], &flat);
         self.factors(&mut w, "fused_tangent", &reads[..self.layout.operands()]);
         // An output sharing its factor with an earlier one reads that one's.
         let terms: Vec<(usize, usize)> = (0..self.outs)
             .filter(|&o| present[o])
             .map(|o| (o, self.aliases[o].unwrap_or(o)))
             .collect();
-        rows::tangent(&mut w, &terms);
+        rows::tangent(&mut w, &terms, aligned);
         w
     }
 
@@ -263,8 +269,8 @@ mod tests {
     use crate::ops::elementwise::codegen::{PRELUDE, validate};
     use crate::ops::{BinaryOp, UnaryOp};
 
-    fn source(recipe: &RegionRecipe, accumulate: &[bool]) -> String {
-        format!("{PRELUDE}\n{}", recipe.entry_source(accumulate))
+    fn source(recipe: &RegionRecipe, accumulate: &[bool], aligned: bool) -> String {
+        format!("{PRELUDE}\n{}", recipe.entry_source(accumulate, aligned))
     }
 
     /// Every unary and binary op, every kind of target and of read, saved
@@ -303,14 +309,17 @@ mod tests {
                 },
             ];
             let recipe = RegionRecipe::new(members, &[Same, reads[i % reads.len()]], 2);
-            for accumulate in [[false, false], [true, false], [true, true]] {
-                validate(&source(&recipe, &accumulate));
-                assert!(seen.insert(recipe.signature(&accumulate)));
-            }
-            // The tangent (forward mode), with one or both inputs' tangents.
-            for present in [[true, true], [true, false], [false, true]] {
-                validate(&format!("{PRELUDE}\n{}", recipe.tangent_source(&present)));
-                assert!(seen.insert(recipe.tangent_signature(&present)));
+            for aligned in [true, false] {
+                for accumulate in [[false, false], [true, false], [true, true]] {
+                    validate(&source(&recipe, &accumulate, aligned));
+                    assert!(seen.insert(recipe.signature(&accumulate, aligned)));
+                }
+                // The tangent (forward mode), with one or both inputs' tangents.
+                for present in [[true, true], [true, false], [false, true]] {
+                    let tangent = recipe.tangent_source(&present, aligned);
+                    validate(&format!("{PRELUDE}\n{tangent}"));
+                    assert!(seen.insert(recipe.tangent_signature(&present, aligned)));
+                }
             }
         }
         // A member whose inputs are untracked, and one with no saved values.
@@ -326,7 +335,9 @@ mod tests {
                 saved: vec![],
             },
         ];
-        validate(&source(&RegionRecipe::new(members, &[], 1), &[false]));
+        let recipe = RegionRecipe::new(members, &[], 1);
+        validate(&source(&recipe, &[false], true));
+        validate(&source(&recipe, &[false], false));
     }
 
     /// `sin(a + b)`: both inputs of the sum get the same contribution, so

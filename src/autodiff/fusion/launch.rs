@@ -15,7 +15,6 @@ use crate::ops::elementwise::codegen::Composed;
 use crate::ops::layout::broadcast_rows;
 use crate::ops::reduce::sum_to;
 use crate::runtime::device::Device;
-use crate::runtime::kernels::flag;
 use crate::runtime::pool::Storage;
 use crate::shape::numel;
 
@@ -96,13 +95,14 @@ fn dispatch(launch: &Launch, g: &Storage, n: usize, accumulate: &[bool], outs: &
         .chain(launch.saved.iter().map(|(s, _)| &**s))
         .chain(outs.iter().copied())
         .collect();
-    let name = recipe.signature(accumulate);
+    let aligned = n.is_multiple_of(4);
+    let name = recipe.signature(accumulate, aligned);
     let kernel = Composed {
         name: &name,
         entry: "fused_adjoint",
         reads: 1 + launch.saved.len(),
         writes: outs.len(),
-        entry_source: &|| recipe.entry_source(accumulate),
+        entry_source: &|| recipe.entry_source(accumulate, aligned),
     };
     record(launch, &kernel, &buffers, n);
 }
@@ -129,13 +129,14 @@ pub(crate) fn tangent(launch: &Launch, tangents: &[Option<Arc<Storage>>]) -> Res
             .chain(rows.iter().map(|r| &**r))
             .chain(std::iter::once(&result))
             .collect();
-        let name = recipe.tangent_signature(&present);
+        let aligned = n.is_multiple_of(4);
+        let name = recipe.tangent_signature(&present, aligned);
         let kernel = Composed {
             name: &name,
             entry: "fused_tangent",
             reads: launch.saved.len() + rows.len(),
             writes: 1,
-            entry_source: &|| recipe.tangent_source(&present),
+            entry_source: &|| recipe.tangent_source(&present, aligned),
         };
         record(launch, &kernel, &buffers, n);
     }
@@ -167,10 +168,6 @@ fn record(launch: &Launch, kernel: &Composed, buffers: &[&Storage], n: usize) {
         (true, 1) => (1, 0.0, 1.0),
         (true, k) => (k.div_ceil(ROW_BLOCK), ROW_BLOCK as f64, 0.0),
     };
-    let constants = [
-        ("ALIGNED", flag(n.is_multiple_of(4))),
-        ("ROW_BLOCK", row_block),
-        ("ROWS_K", rows_k),
-    ];
+    let constants = [("ROW_BLOCK", row_block), ("ROWS_K", rows_k)];
     kernel.dispatch(dev, &constants, &params, buffers, (n, blocks as u32));
 }

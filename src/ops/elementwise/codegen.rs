@@ -46,14 +46,21 @@ pub(crate) fn bindings(reads: usize, writes: usize) -> Vec<(u32, Access)> {
 }
 
 /// Declares the buffers of [`bindings`] in WGSL, named `reads` and
-/// `writes` in the same order.
-pub(crate) fn declare(w: &mut String, reads: &[String], writes: &[String]) {
+/// `writes` in the same order: vec4 arrays, but f32 arrays where `flat`
+/// says so (by name).
+pub(crate) fn declare(
+    w: &mut String,
+    reads: &[String],
+    writes: &[String],
+    flat: &dyn Fn(&str) -> bool,
+) {
     let names = (reads.iter().map(|n| (n, "read"))).chain(writes.iter().map(|n| (n, "read_write")));
     for (i, (name, access)) in names.enumerate() {
         let binding = FIRST_BINDING + i as u32;
+        let entry = if flat(name) { "f32" } else { "vec4<f32>" };
         let _ = writeln!(
             w,
-            "@group(0) @binding({binding}) var<storage, {access}> {name}: array<vec4<f32>>;"
+            "@group(0) @binding({binding}) var<storage, {access}> {name}: array<{entry}>;"
         );
     }
 }
