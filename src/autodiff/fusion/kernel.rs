@@ -129,8 +129,7 @@ impl RegionRecipe {
             .collect();
         let writes: Vec<String> = primaries.iter().map(|o| format!("fused_o{o}")).collect();
         let mut w = String::new();
-        let flat = |name: &str| !aligned && !name.starts_with("fused_s");
-        codegen::declare(&mut w, &reads, &writes, &flat);
+        codegen::declare(&mut w, &reads, &writes, &flat_rows(aligned));
         self.factors(&mut w, "fused_adjoint", &reads[1..]);
         rows::adjoint(&mut w, accumulate, &primaries, aligned);
         w
@@ -162,8 +161,8 @@ impl RegionRecipe {
             )
             .collect();
         let mut w = String::new();
-        let flat = |name: &str| !aligned && !name.starts_with("fused_s");
-        codegen::declare(&mut w, &reads, &["fused_y".to_string()], &flat);
+        let writes = ["fused_y".to_string()];
+        codegen::declare(&mut w, &reads, &writes, &flat_rows(aligned));
         self.factors(&mut w, "fused_tangent", &reads[..self.layout.operands()]);
         // An output sharing its factor with an earlier one reads that one's.
         let terms: Vec<(usize, usize)> = (0..self.outs)
@@ -232,6 +231,13 @@ fn {entry}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
             let _ = writeln!(w, "    {into} += d{} * {factor};", t.member);
         }
     }
+}
+
+/// Which of a kernel's buffers are declared f32 arrays: where rows do not
+/// start on a vec4, every buffer with K rows (all but the saved values,
+/// `fused_s*`, which have one).
+fn flat_rows(aligned: bool) -> impl Fn(&str) -> bool {
+    move |name| !aligned && !name.starts_with("fused_s")
 }
 
 /// One contribution a region's kernel sums: member `member`'s factor
