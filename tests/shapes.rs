@@ -1,5 +1,6 @@
 //! Shapes that change (issue 22): a loop over new K and n compiles a
-//! bounded number of kernel variants, the rows of every K are right
+//! bounded number of kernel variants, a region's kernel for any row length
+//! serves aligned rows too, the rows of every K are right
 //! whatever block of rows computes them, a Jacobian's tail chunk compiles
 //! nothing, the pipeline cache evicts past its limit, the pool reuses
 //! nearby sizes instead of holding one buffer per size, and a loop over
@@ -83,6 +84,49 @@ fn new_row_lengths_compile_nothing_once_both_alignments_were_seen() {
         created += checked_step(&dev, n, k, seed_of("lengths") + i as u64);
     }
     assert_eq!(created, 0, "new n and K compiled {created} pipelines");
+}
+
+/// One step of forward mode: the K tangents (rows of `[k, n]`) pushed
+/// through the graph at x by `jvp_batched`, checked against f64 on every
+/// element; returns pipelines it created.
+fn checked_tangent_step(dev: &Device, n: usize, k: usize, seed: u64) -> u64 {
+    let mut r = rng(seed);
+    let xv = sample(&mut r, n, Dist::Uniform(-1.5, 1.5));
+    let tv = sample(&mut r, k * n, COTANGENT);
+    let before = dev.stats().pipelines;
+    let x = ok(dev.tensor(&xv, &[n])).requires_grad();
+    let y = graph(&x);
+    let t = ok(dev.tensor(&tv, &[k, n]));
+    let j = ok(pullback::jvp_batched(&[&y], &[&x], &[&t]));
+    assert_eq!(j[0].shape(), &[k, n]);
+    let want: Vec<f64> = (0..k * n)
+        .map(|i| tv[i] as f64 * derivative(xv[i % n] as f64))
+        .collect();
+    let what = format!("jvp_batched n={n} K={k}");
+    assert_close(&what, &to_f64(&read(&j[0])), &want, &[k, n], CHAIN);
+    dev.stats().pipelines - before
+}
+
+#[test]
+fn rows_of_any_length_seen_first_serve_aligned_rows_without_a_compile() {
+    // A region's kernel for any n, compiled for an unaligned n first, runs
+    // aligned rows too (n % 4 == 0; one row and more, adjoint and
+    // tangent), right, and nothing more is compiled for them.
+    let dev = fresh_device();
+    for (i, k) in [3, 1, 3, 1].into_iter().enumerate() {
+        let seed = seed_of("any n") + i as u64;
+        checked_step(&dev, 4001, k, seed);
+        checked_tangent_step(&dev, 4001, k, seed);
+    }
+    let mut created = 0;
+    for (i, (n, k)) in [(4000, 3), (4000, 1), (4096, 9), (8, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = seed_of("aligned after any n") + i as u64;
+        created += checked_step(&dev, n, k, seed) + checked_tangent_step(&dev, n, k, seed);
+    }
+    assert_eq!(created, 0, "aligned rows compiled {created} pipelines");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 use std::fmt::Write;
 
-use super::rows;
+use super::rows::{self, Rows};
 use crate::ops::elementwise::codegen::{self, Layout};
 use crate::ops::elementwise::{BinaryOp, Elementwise, ReadMode};
 
@@ -104,10 +104,13 @@ impl RegionRecipe {
     }
 
     /// A name that determines the source (with which outputs accumulate,
-    /// and whether rows start on a vec4).
-    pub fn signature(&self, accumulate: &[bool], aligned: bool) -> String {
+    /// and which row lengths it takes).
+    pub fn signature(&self, accumulate: &[bool], rows: Rows) -> String {
         let modes: Vec<_> = self.layout.modes().collect();
-        let rows = if aligned { "" } else { "(unaligned)" };
+        let rows = match rows {
+            Rows::Aligned => "",
+            Rows::Any => "(any n)",
+        };
         let mut s = format!("fused_adjoint{rows}{modes:?}");
         for m in &self.members {
             let _ = write!(s, "|{:?}{:?}{:?}", m.op, m.targets, m.saved);
@@ -120,26 +123,25 @@ impl RegionRecipe {
 
     /// The entry point `fused_adjoint`: each output's factor times the
     /// root's K cotangent rows. `accumulate[o]`: output o already holds a
-    /// cotangent to add to. `aligned`: n % 4 == 0, so every row starts on
-    /// a vec4; else the rows' buffers (the cotangents) are f32 arrays.
-    pub fn entry_source(&self, accumulate: &[bool], aligned: bool) -> String {
+    /// cotangent to add to. `rows`: the row lengths it takes.
+    pub fn entry_source(&self, accumulate: &[bool], rows: Rows) -> String {
         let primaries = self.primaries();
         let reads: Vec<String> = std::iter::once("fused_g".to_string())
             .chain((0..self.layout.operands()).map(|j| format!("fused_s{j}")))
             .collect();
         let writes: Vec<String> = primaries.iter().map(|o| format!("fused_o{o}")).collect();
         let mut w = String::new();
-        codegen::declare(&mut w, &reads, &writes, &flat_rows(aligned));
+        codegen::declare(&mut w, &reads, &writes);
         self.factors(&mut w, "fused_adjoint", &reads[1..]);
-        rows::adjoint(&mut w, accumulate, &primaries, aligned);
+        rows::adjoint(&mut w, accumulate, &primaries, rows);
         w
     }
 
     /// A name that determines the tangent's source: `present[o]`, input o
     /// leaving the region has a tangent.
-    pub fn tangent_signature(&self, present: &[bool], aligned: bool) -> String {
+    pub fn tangent_signature(&self, present: &[bool], rows: Rows) -> String {
         let mut s = self
-            .signature(&[], aligned)
+            .signature(&[], rows)
             .replacen("fused_adjoint", "fused_tangent", 1);
         for &p in present {
             s.push(if p { 't' } else { '0' });
@@ -150,8 +152,8 @@ impl RegionRecipe {
     /// The entry point `fused_tangent` (forward mode): the root's K tangent
     /// rows, `Σ_o factor_o ⊙ ṫ_o[k]` over the inputs leaving the region
     /// that have a tangent (`present[o]`; read at the region's shape).
-    /// `aligned` as for [`RegionRecipe::entry_source`].
-    pub fn tangent_source(&self, present: &[bool], aligned: bool) -> String {
+    /// `rows` as for [`RegionRecipe::entry_source`].
+    pub fn tangent_source(&self, present: &[bool], rows: Rows) -> String {
         let reads: Vec<String> = (0..self.layout.operands())
             .map(|j| format!("fused_s{j}"))
             .chain(
@@ -162,14 +164,14 @@ impl RegionRecipe {
             .collect();
         let mut w = String::new();
         let writes = ["fused_y".to_string()];
-        codegen::declare(&mut w, &reads, &writes, &flat_rows(aligned));
+        codegen::declare(&mut w, &reads, &writes);
         self.factors(&mut w, "fused_tangent", &reads[..self.layout.operands()]);
         // An output sharing its factor with an earlier one reads that one's.
         let terms: Vec<(usize, usize)> = (0..self.outs)
             .filter(|&o| present[o])
             .map(|o| (o, self.aliases[o].unwrap_or(o)))
             .collect();
-        rows::tangent(&mut w, &terms, aligned);
+        rows::tangent(&mut w, &terms, rows);
         w
     }
 
@@ -233,13 +235,6 @@ fn {entry}(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     }
 }
 
-/// Which of a kernel's buffers are declared f32 arrays: where rows do not
-/// start on a vec4, every buffer with K rows (all but the saved values,
-/// `fused_s*`, which have one).
-fn flat_rows(aligned: bool) -> impl Fn(&str) -> bool {
-    move |name| !aligned && !name.starts_with("fused_s")
-}
-
 /// One contribution a region's kernel sums: member `member`'s factor
 /// times its local derivative by operand `operand`, into `target`.
 #[derive(Clone, Debug, PartialEq)]
@@ -275,8 +270,8 @@ mod tests {
     use crate::ops::elementwise::codegen::{PRELUDE, validate};
     use crate::ops::{BinaryOp, UnaryOp};
 
-    fn source(recipe: &RegionRecipe, accumulate: &[bool], aligned: bool) -> String {
-        format!("{PRELUDE}\n{}", recipe.entry_source(accumulate, aligned))
+    fn source(recipe: &RegionRecipe, accumulate: &[bool], rows: Rows) -> String {
+        format!("{PRELUDE}\n{}", recipe.entry_source(accumulate, rows))
     }
 
     /// Every unary and binary op, every kind of target and of read, saved
@@ -315,16 +310,16 @@ mod tests {
                 },
             ];
             let recipe = RegionRecipe::new(members, &[Same, reads[i % reads.len()]], 2);
-            for aligned in [true, false] {
+            for rows in [Rows::Aligned, Rows::Any] {
                 for accumulate in [[false, false], [true, false], [true, true]] {
-                    validate(&source(&recipe, &accumulate, aligned));
-                    assert!(seen.insert(recipe.signature(&accumulate, aligned)));
+                    validate(&source(&recipe, &accumulate, rows));
+                    assert!(seen.insert(recipe.signature(&accumulate, rows)));
                 }
                 // The tangent (forward mode), with one or both inputs' tangents.
                 for present in [[true, true], [true, false], [false, true]] {
-                    let tangent = recipe.tangent_source(&present, aligned);
+                    let tangent = recipe.tangent_source(&present, rows);
                     validate(&format!("{PRELUDE}\n{tangent}"));
-                    assert!(seen.insert(recipe.tangent_signature(&present, aligned)));
+                    assert!(seen.insert(recipe.tangent_signature(&present, rows)));
                 }
             }
         }
@@ -342,8 +337,8 @@ mod tests {
             },
         ];
         let recipe = RegionRecipe::new(members, &[], 1);
-        validate(&source(&recipe, &[false], true));
-        validate(&source(&recipe, &[false], false));
+        validate(&source(&recipe, &[false], Rows::Aligned));
+        validate(&source(&recipe, &[false], Rows::Any));
     }
 
     /// `sin(a + b)`: both inputs of the sum get the same contribution, so

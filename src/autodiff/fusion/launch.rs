@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::autodiff::fusion::grow::Region;
 use crate::autodiff::fusion::kernel::RegionRecipe;
+use crate::autodiff::fusion::rows::Rows;
 use crate::error::Result;
 use crate::ops::elementwise::codegen::Composed;
 use crate::ops::layout::broadcast_rows;
@@ -95,14 +96,12 @@ fn dispatch(launch: &Launch, g: &Storage, n: usize, accumulate: &[bool], outs: &
         .chain(launch.saved.iter().map(|(s, _)| &**s))
         .chain(outs.iter().copied())
         .collect();
-    let aligned = n.is_multiple_of(4);
-    let name = recipe.signature(accumulate, aligned);
-    let kernel = Composed {
-        name: &name,
+    let kernel = Variants {
         entry: "fused_adjoint",
         reads: 1 + launch.saved.len(),
         writes: outs.len(),
-        entry_source: &|| recipe.entry_source(accumulate, aligned),
+        name: &|rows| recipe.signature(accumulate, rows),
+        source: &|rows| recipe.entry_source(accumulate, rows),
     };
     record(launch, &kernel, &buffers, n);
 }
@@ -129,25 +128,70 @@ pub(crate) fn tangent(launch: &Launch, tangents: &[Option<Arc<Storage>>]) -> Res
             .chain(rows.iter().map(|r| &**r))
             .chain(std::iter::once(&result))
             .collect();
-        let aligned = n.is_multiple_of(4);
-        let name = recipe.tangent_signature(&present, aligned);
-        let kernel = Composed {
-            name: &name,
+        let kernel = Variants {
             entry: "fused_tangent",
             reads: launch.saved.len() + rows.len(),
             writes: 1,
-            entry_source: &|| recipe.tangent_source(&present, aligned),
+            name: &|r| recipe.tangent_signature(&present, r),
+            source: &|r| recipe.tangent_source(&present, r),
         };
         record(launch, &kernel, &buffers, n);
     }
     Ok(Arc::new(result))
 }
 
+/// A region's kernel in both of its sources (`Rows`).
+struct Variants<'a> {
+    entry: &'static str,
+    reads: usize,
+    writes: usize,
+    name: &'a dyn Fn(Rows) -> String,
+    source: &'a dyn Fn(Rows) -> String,
+}
+
+impl Variants<'_> {
+    /// The kernel named `name` whose source `source` writes.
+    fn composed<'a>(&self, name: &'a str, source: &'a dyn Fn() -> String) -> Composed<'a> {
+        Composed {
+            name,
+            entry: self.entry,
+            reads: self.reads,
+            writes: self.writes,
+            entry_source: source,
+        }
+    }
+}
+
 /// Records one dispatch of a region's kernel over `n` elements and K rows.
-fn record(launch: &Launch, kernel: &Composed, buffers: &[&Storage], n: usize) {
+/// Rows of n % 4 != 0 need the source for any n. Aligned rows run the
+/// aligned source, unless the other is compiled and it is not: a device
+/// that met an unaligned n first runs every n with the one kernel (W10's
+/// list on lavapipe: 27 of its 30 steps unaligned; one compile of about
+/// 35 ms less in its first pass), at the aligned kernel's speed (n =
+/// 60,000: 30 steps of K = 100 in 0.58 against 0.59 s, of K = 8 0.052
+/// against 0.049 s). The choice depends only on what is compiled, so it
+/// never defers a compile to a later step.
+fn record(launch: &Launch, variants: &Variants, buffers: &[&Storage], n: usize) {
     let dev = launch.dev;
     let shapes: Vec<&[usize]> = launch.saved.iter().map(|(_, s)| s.as_slice()).collect();
     let params = (launch.recipe.layout()).params(launch.shape, launch.k, &shapes, launch.scalars);
+    let (constants, blocks) = row_loop(dev, launch.k);
+    let names = [Rows::Aligned, Rows::Any].map(variants.name);
+    let aligned_source = || (variants.source)(Rows::Aligned);
+    let any_source = || (variants.source)(Rows::Any);
+    let aligned = variants.composed(&names[0], &aligned_source);
+    let any = variants.composed(&names[1], &any_source);
+    let kernel = match n.is_multiple_of(4) {
+        true if !aligned.is_compiled(dev, &constants) && any.is_compiled(dev, &constants) => any,
+        true => aligned,
+        false => any,
+    };
+    kernel.dispatch(dev, &constants, &params, buffers, (n, blocks));
+}
+
+/// The row loop's override constants on `dev` for `k` rows, and the
+/// workgroups along z.
+fn row_loop(dev: &Device, k: usize) -> ([(&'static str, f64); 2], u32) {
     // On CPU adapters (lavapipe) an invocation runs all its rows before
     // the next invocation starts, so K rows n floats apart would evict each
     // other from cache; blocks of ROW_BLOCK rows, one per workgroup along
@@ -160,14 +204,14 @@ fn record(launch: &Launch, kernel: &Composed, buffers: &[&Storage], n: usize) {
     // every 8 rows; K = 7 in 0.72 ms against 0.68 and 1.5; K = 1 0.32 ms
     // (0.53 as a block). The specialized kernels compiled once per n and K,
     // up to 740 ms each (LLVM unrolls the K loop); these compile at most
-    // four times per region (aligned or not, one row or more), whatever n
+    // four times per region (aligned or any n, one row or more), whatever n
     // and K (issue 22). GPUs loop over all K rows in each invocation.
     let cpu = dev.adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let (blocks, row_block, rows_k) = match (cpu, launch.k) {
+    let (blocks, row_block, rows_k) = match (cpu, k) {
         (false, _) => (1, 0.0, 0.0),
         (true, 1) => (1, 0.0, 1.0),
         (true, k) => (k.div_ceil(ROW_BLOCK), ROW_BLOCK as f64, 0.0),
     };
     let constants = [("ROW_BLOCK", row_block), ("ROWS_K", rows_k)];
-    kernel.dispatch(dev, &constants, &params, buffers, (n, blocks as u32));
+    (constants, blocks as u32)
 }

@@ -1,8 +1,7 @@
 //! The row loops of a region's kernels (`kernel.rs` writes the rest): the
 //! per-element factors are computed once, then applied to each of the K
 //! rows. Which rows an invocation takes is `launch.rs`'s choice
-//! (ROW_BLOCK, ROWS_K); whether rows start on a vec4 (n % 4 == 0) is the
-//! source's (its name says which), so each frame is compiled alone.
+//! (ROW_BLOCK, ROWS_K); which row lengths a source takes is in its name.
 //!
 //! Aligned rows go four at a time, all four loads issued before the
 //! stores, where an invocation loops over all K rows (GPUs); one at a time
@@ -14,24 +13,40 @@
 //! 4.63 both (12 interleaved runs each). Four at a time once ran 1.6× the
 //! rate of one, before rows came in blocks (a K-row scaling loop).
 //!
-//! Unaligned rows read and write the cotangents (or tangents) as f32
-//! arrays, an invocation's four elements at constant offsets; the saved
-//! values stay vec4 arrays (they have one row). This replaced indexing the
-//! vec4 arrays by element (`g[j / 4u][j % 4u]` in a loop over the four):
-//! W10's unaligned adjoint (n = 60,001) on lavapipe compiled in 32–34
-//! instead of 39–41 ms, and 30 steps of it ran in 0.64–0.66 instead of
-//! 0.69–0.72 s at K = 100, 0.28 instead of 0.31–0.32 s at K = 50, the same
-//! at K = 8. A kernel of one element an invocation, for every row, compiled
-//! in 18 ms but ran aligned rows 1.4× slower (per-lane memory access on
-//! llvmpipe favours vec4s); for unaligned rows alone it ran 3% slower.
+//! A region has two sources (`Rows`): one for rows of n % 4 == 0 only,
+//! and one for any n, whose aligned loops run only where n % 4 == 0 and
+//! whose third loop takes an invocation's four elements one at a time
+//! (vec4 arrays indexed by element, each under its own bounds test), so
+//! that one kernel serves every n (`launch.rs` chooses). On llvmpipe each
+//! storage access is a loop over the SIMD lanes, one scalar access per
+//! component, so a vec4 access costs about what a scalar one does: an
+//! element at a time runs W10's rows (n = 60,001) in 0.68 s for 30 steps
+//! at K = 100 against 0.58 for aligned rows (n = 60,000). As a source of
+//! its own with the rows declared f32 arrays (f537ffa) the element loop
+//! ran as fast (0.67 s; 0.33 both at K = 50, 0.057 both at K = 8) and
+//! compiled about 10 ms faster (W10's first step 102 against 113 ms), but
+//! a device that met both kinds of n compiled both sources. A kernel of
+//! one element an invocation, for every row, compiled in 18 ms but ran
+//! aligned rows 1.4× slower; for unaligned rows alone it ran 3% slower.
 
 use std::fmt::Write;
 
+/// Which row lengths a region's source handles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rows {
+    /// n % 4 == 0 only: every row starts on a vec4.
+    Aligned,
+    /// Any n: aligned rows as above, others element by element.
+    Any,
+}
+
+/// Element `j` of a vec4 array, as the index of `name[...]`: its vec4, then
+/// its component.
+const ELEMENT: &str = "j >> 2u][j & 3u";
+
 /// The adjoint's rows: the root's cotangent row `g` times each primary
 /// output's factor, into that output (`accumulate[o]`: added to it).
-/// `aligned`: every row starts on a vec4 (else the rows' buffers are f32
-/// arrays).
-pub(super) fn adjoint(w: &mut String, accumulate: &[bool], primaries: &[usize], aligned: bool) {
+pub(super) fn adjoint(w: &mut String, accumulate: &[bool], primaries: &[usize], rows: Rows) {
     let stores = |index: &str, e: &str, g: &str| -> String {
         let mut out = String::new();
         for &o in primaries {
@@ -45,16 +60,6 @@ pub(super) fn adjoint(w: &mut String, accumulate: &[bool], primaries: &[usize], 
         }
         out
     };
-    if !aligned {
-        let element = |c: usize| {
-            let e = format!("[{c}]");
-            format!(
-                "                let g = fused_g[j];\n{}",
-                stores("j", &e, "g")
-            )
-        };
-        return unaligned_frame(w, &element);
-    }
     let four = format!(
         "                let g0 = fused_g[j];
                 let g1 = fused_g[j + n4];
@@ -69,14 +74,19 @@ pub(super) fn adjoint(w: &mut String, accumulate: &[bool], primaries: &[usize], 
         "                let g = fused_g[j];\n{}",
         stores("j", "", "g")
     );
-    frame(w, &four, &one);
+    let element = |c: usize| {
+        format!(
+            "                let g = fused_g[{ELEMENT}];\n{}",
+            stores(ELEMENT, &format!("[{c}]"), "g")
+        )
+    };
+    frame(w, rows, &four, &one, &element);
 }
 
 /// The tangent's rows: `Σ factor ⊙ ṫ[k]` into the root's tangent, for each
 /// `(o, f)` of `terms`: input o's tangent rows (`fused_t{o}`) times the
-/// factor of output f (o's own, or the one it shares). `aligned` as for
-/// [`adjoint`].
-pub(super) fn tangent(w: &mut String, terms: &[(usize, usize)], aligned: bool) {
+/// factor of output f (o's own, or the one it shares).
+pub(super) fn tangent(w: &mut String, terms: &[(usize, usize)], rows: Rows) {
     let sum = |index: &str, e: &str| -> String {
         let parts: Vec<String> = (terms.iter())
             .map(|(o, f)| format!("fused_t{o}[{index}] * e{f}{e}"))
@@ -87,15 +97,12 @@ pub(super) fn tangent(w: &mut String, terms: &[(usize, usize)], aligned: bool) {
             false => format!("fused_y[{index}] = {};", parts.join(" + ")),
         }
     };
-    if !aligned {
-        let element = |c: usize| format!("                {}\n", sum("j", &format!("[{c}]")));
-        return unaligned_frame(w, &element);
-    }
     let four: String = (0..4)
         .map(|r| format!("                {}\n", sum(&format!("j + {r}u * n4"), "")))
         .collect();
     let one = format!("                {}\n", sum("j", ""));
-    frame(w, &four, &one);
+    let element = |c: usize| format!("                {}\n", sum(ELEMENT, &format!("[{c}]")));
+    frame(w, rows, &four, &one, &element);
 }
 
 /// Which rows an invocation takes: all K (GPUs), the workgroup's block of
@@ -109,46 +116,53 @@ const ROWS: &str = "    var k = 0u;
     }
 ";
 
-/// The K loop around an aligned row's body: `four` for four rows from
-/// vec4 `j`, `one` for one row at `j`. Closes the entry point.
-fn frame(w: &mut String, four: &str, one: &str) {
+/// The K loops, closing the entry point. Aligned rows: `four` for four
+/// rows from vec4 `j`, `one` for one row at `j`. Where the source takes
+/// any n, those loops run only when n % 4 == 0 and a third takes the
+/// rows otherwise: element 4t + c's body `element(c)` at flat index `j`,
+/// where the row has it. Loops, not an `if`: llvmpipe runs both sides of
+/// an `if` under a mask, while a loop whose condition fails on entry costs
+/// one masked pass per invocation, not one per row.
+fn frame(w: &mut String, rows: Rows, four: &str, one: &str, element: &dyn Fn(usize) -> String) {
+    let whole = match rows {
+        Rows::Aligned => "",
+        Rows::Any => "whole && ",
+    };
+    let _ = writeln!(w, "{ROWS}    let n4 = params.n / 4u;");
+    if rows == Rows::Any {
+        w.push_str("    let whole = params.n % 4u == 0u;\n");
+    }
     let _ = write!(
         w,
-        "{ROWS}    let n4 = params.n / 4u;
-    for (; ROW_BLOCK == 0u && ROWS_K == 0u && k + 4u <= rows_k; k += 4u) {{
+        "    for (; {whole}ROW_BLOCK == 0u && ROWS_K == 0u && k + 4u <= rows_k; k += 4u) {{
         if (live) {{
             let j = k * n4 + t;
 {four}        }}
     }}
-    for (; k < rows_k; k++) {{
+    for (; {whole}k < rows_k; k++) {{
         if (live) {{
             let j = k * n4 + t;
 {one}        }}
     }}
-}}
 "
     );
-}
-
-/// The K loop where rows do not start on a vec4: for each row, element
-/// 4t + c's body `element(c)` at flat index `j` of the rows' f32 arrays,
-/// where the row has it. Closes the entry point.
-fn unaligned_frame(w: &mut String, element: &dyn Fn(usize) -> String) {
-    let _ = write!(
-        w,
-        "{ROWS}    let has = vec4(t * 4u) + vec4(0u, 1u, 2u, 3u) < vec4(params.n);
-    for (; k < rows_k; k++) {{
-"
-    );
-    for c in 0..4 {
-        let _ = write!(
-            w,
-            "        if (has[{c}]) {{
+    if rows == Rows::Any {
+        w.push_str(
+            "    let has = vec4(t * 4u) + vec4(0u, 1u, 2u, 3u) < vec4(params.n);
+    for (; k < rows_k; k++) {
+",
+        );
+        for c in 0..4 {
+            let _ = write!(
+                w,
+                "        if (has[{c}]) {{
             let j = k * params.n + t * 4u + {c}u;
 {}        }}
 ",
-            element(c)
-        );
+                element(c)
+            );
+        }
+        w.push_str("    }\n");
     }
-    w.push_str("    }\n}\n");
+    w.push_str("}\n");
 }

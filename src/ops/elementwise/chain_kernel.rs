@@ -45,7 +45,7 @@ impl ChainRecipe {
         let outputs: Vec<String> = (0..self.written.len())
             .map(|o| format!("ff_o{o}"))
             .collect();
-        codegen::declare(&mut w, &inputs, &outputs, &|_| false);
+        codegen::declare(&mut w, &inputs, &outputs);
         w.push_str(
             "@compute @workgroup_size(WG)
 fn fused_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,

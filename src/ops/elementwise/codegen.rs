@@ -12,7 +12,9 @@ use std::fmt::Write;
 
 use crate::ops::elementwise::{Elementwise, ReadMode};
 use crate::runtime::device::Device;
-use crate::runtime::kernels::{Access, Kernel, Module, Params, Source, grid, groups_for};
+use crate::runtime::kernels::{
+    Access, Kernel, Module, Params, Source, grid, groups_for, pipeline_key,
+};
 use crate::runtime::pool::Storage;
 use crate::shape::broadcast_strides;
 
@@ -46,21 +48,14 @@ pub(crate) fn bindings(reads: usize, writes: usize) -> Vec<(u32, Access)> {
 }
 
 /// Declares the buffers of [`bindings`] in WGSL, named `reads` and
-/// `writes` in the same order: vec4 arrays, but f32 arrays where `flat`
-/// says so (by name).
-pub(crate) fn declare(
-    w: &mut String,
-    reads: &[String],
-    writes: &[String],
-    flat: &dyn Fn(&str) -> bool,
-) {
+/// `writes` in the same order.
+pub(crate) fn declare(w: &mut String, reads: &[String], writes: &[String]) {
     let names = (reads.iter().map(|n| (n, "read"))).chain(writes.iter().map(|n| (n, "read_write")));
     for (i, (name, access)) in names.enumerate() {
         let binding = FIRST_BINDING + i as u32;
-        let entry = if flat(name) { "f32" } else { "vec4<f32>" };
         let _ = writeln!(
             w,
-            "@group(0) @binding({binding}) var<storage, {access}> {name}: array<{entry}>;"
+            "@group(0) @binding({binding}) var<storage, {access}> {name}: array<vec4<f32>>;"
         );
     }
 }
@@ -242,6 +237,11 @@ pub(crate) struct Composed<'a> {
 }
 
 impl Composed<'_> {
+    /// Whether `dev` holds this kernel compiled with `constants`.
+    pub fn is_compiled(&self, dev: &Device, constants: &[(&'static str, f64)]) -> bool {
+        self.with_kernel(|kernel| dev.is_compiled(&pipeline_key(kernel, constants)))
+    }
+
     /// Records one dispatch over `n` elements, four an invocation, and
     /// `blocks` workgroups along z (a row loop's blocks of rows; else 1).
     pub fn dispatch(
@@ -252,6 +252,14 @@ impl Composed<'_> {
         buffers: &[&Storage],
         (n, blocks): (usize, u32),
     ) {
+        let (x, y) = grid(groups_for(n.div_ceil(4) as u64));
+        self.with_kernel(|kernel| {
+            dev.dispatch_grid(kernel, constants, params, buffers, (x, y, blocks))
+        });
+    }
+
+    /// `f` of this kernel (its source is written only on a cache miss).
+    fn with_kernel<R>(&self, f: impl FnOnce(&Kernel) -> R) -> R {
         let write = || {
             format!(
                 "{PRELUDE}\n// Composed: {}\n{}",
@@ -264,13 +272,11 @@ impl Composed<'_> {
             source: Source::Composed(&write),
         };
         let bindings = bindings(self.reads, self.writes);
-        let kernel = Kernel {
+        f(&Kernel {
             module: &module,
             entry: self.entry,
             bindings: &bindings,
-        };
-        let (x, y) = grid(groups_for(n.div_ceil(4) as u64));
-        dev.dispatch_grid(&kernel, constants, params, buffers, (x, y, blocks));
+        })
     }
 }
 
