@@ -259,6 +259,28 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
+/// Median wall times of `reps` rounds that call each of `fs` once in
+/// turn, after one untimed round: a ratio of two of them compares calls
+/// made under the same conditions. On a 2-vCPU host llvmpipe's two
+/// workers sometimes share one vCPU for a while, doubling a call's time
+/// (W2's batched adjoint: 4.0 or 7.8 ms), so medians taken at different
+/// moments can land in different modes.
+pub fn interleaved_median_secs<const N: usize>(reps: usize, fs: [&dyn Fn(); N]) -> [f64; N] {
+    fs.iter().for_each(|f| f());
+    let mut times = [(); N].map(|_| Vec::with_capacity(reps));
+    for _ in 0..reps {
+        for (f, t) in fs.iter().zip(&mut times) {
+            let start = Instant::now();
+            f();
+            t.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    })
+}
+
 /// Median wall time of `reps` calls of `f`, after one untimed call.
 pub fn median_secs(reps: usize, f: &dyn Fn()) -> f64 {
     f();
