@@ -37,6 +37,21 @@ fn derivative(x: f64) -> f64 {
 /// One step: the VJP of K cotangents through the graph at x (n values),
 /// checked against f64 on every element; returns pipelines it created.
 fn checked_step(dev: &Device, n: usize, k: usize, seed: u64) -> u64 {
+    checked_product(dev, n, k, seed, Product::Vjp)
+}
+
+/// Which K products a step takes: cotangents pulled back (`vjp_batched`)
+/// or tangents pushed forward (`jvp_batched`, the fused tangent kernel).
+#[derive(Clone, Copy, Debug)]
+enum Product {
+    Vjp,
+    Jvp,
+}
+
+/// One step of `product` with K rows `[k, n]` at x (n values), checked
+/// against f64 on every element: the graph's Jacobian is diagonal, so
+/// either product is each row times dy/dx. Returns pipelines it created.
+fn checked_product(dev: &Device, n: usize, k: usize, seed: u64, product: Product) -> u64 {
     let mut r = rng(seed);
     let xv = sample(&mut r, n, Dist::Uniform(-1.5, 1.5));
     let vv = sample(&mut r, k * n, COTANGENT);
@@ -44,13 +59,16 @@ fn checked_step(dev: &Device, n: usize, k: usize, seed: u64) -> u64 {
     let x = ok(dev.tensor(&xv, &[n])).requires_grad();
     let y = graph(&x);
     let v = ok(dev.tensor(&vv, &[k, n]));
-    let g = ok(pullback::vjp_batched(&[&y], &[&v], &[&x]));
+    let g = match product {
+        Product::Vjp => ok(pullback::vjp_batched(&[&y], &[&v], &[&x])),
+        Product::Jvp => ok(pullback::jvp_batched(&[&y], &[&x], &[&v])),
+    };
     assert_eq!(g.len(), 1);
     assert_eq!(g[0].shape(), &[k, n]);
     let want: Vec<f64> = (0..k * n)
         .map(|i| vv[i] as f64 * derivative(xv[i % n] as f64))
         .collect();
-    let what = format!("vjp_batched n={n} K={k}");
+    let what = format!("{product:?} n={n} K={k}");
     assert_close(&what, &to_f64(&read(&g[0])), &want, &[k, n], CHAIN);
     dev.stats().pipelines - before
 }
@@ -86,27 +104,6 @@ fn new_row_lengths_compile_nothing_once_both_alignments_were_seen() {
     assert_eq!(created, 0, "new n and K compiled {created} pipelines");
 }
 
-/// One step of forward mode: the K tangents (rows of `[k, n]`) pushed
-/// through the graph at x by `jvp_batched`, checked against f64 on every
-/// element; returns pipelines it created.
-fn checked_tangent_step(dev: &Device, n: usize, k: usize, seed: u64) -> u64 {
-    let mut r = rng(seed);
-    let xv = sample(&mut r, n, Dist::Uniform(-1.5, 1.5));
-    let tv = sample(&mut r, k * n, COTANGENT);
-    let before = dev.stats().pipelines;
-    let x = ok(dev.tensor(&xv, &[n])).requires_grad();
-    let y = graph(&x);
-    let t = ok(dev.tensor(&tv, &[k, n]));
-    let j = ok(pullback::jvp_batched(&[&y], &[&x], &[&t]));
-    assert_eq!(j[0].shape(), &[k, n]);
-    let want: Vec<f64> = (0..k * n)
-        .map(|i| tv[i] as f64 * derivative(xv[i % n] as f64))
-        .collect();
-    let what = format!("jvp_batched n={n} K={k}");
-    assert_close(&what, &to_f64(&read(&j[0])), &want, &[k, n], CHAIN);
-    dev.stats().pipelines - before
-}
-
 #[test]
 fn rows_of_any_length_seen_first_serve_aligned_rows_without_a_compile() {
     // A region's kernel for any n, compiled for an unaligned n first, runs
@@ -115,8 +112,9 @@ fn rows_of_any_length_seen_first_serve_aligned_rows_without_a_compile() {
     let dev = fresh_device();
     for (i, k) in [3, 1, 3, 1].into_iter().enumerate() {
         let seed = seed_of("any n") + i as u64;
-        checked_step(&dev, 4001, k, seed);
-        checked_tangent_step(&dev, 4001, k, seed);
+        for product in [Product::Vjp, Product::Jvp] {
+            checked_product(&dev, 4001, k, seed, product);
+        }
     }
     let mut created = 0;
     for (i, (n, k)) in [(4000, 3), (4000, 1), (4096, 9), (8, 2)]
@@ -124,7 +122,9 @@ fn rows_of_any_length_seen_first_serve_aligned_rows_without_a_compile() {
         .enumerate()
     {
         let seed = seed_of("aligned after any n") + i as u64;
-        created += checked_step(&dev, n, k, seed) + checked_tangent_step(&dev, n, k, seed);
+        for product in [Product::Vjp, Product::Jvp] {
+            created += checked_product(&dev, n, k, seed, product);
+        }
     }
     assert_eq!(created, 0, "aligned rows compiled {created} pipelines");
 }
