@@ -166,25 +166,25 @@ impl Variants<'_> {
 /// Rows of n % 4 != 0 need the source for any n. Aligned rows run the
 /// aligned source, unless the other is compiled and it is not: a device
 /// that met an unaligned n first runs every n with the one kernel (W10's
-/// list on lavapipe: 27 of its 30 steps unaligned; one compile of about
-/// 35 ms less in its first pass), at the aligned kernel's speed (n =
-/// 60,000: 30 steps of K = 100 in 0.58 against 0.59 s, of K = 8 0.052
-/// against 0.049 s). The choice depends only on what is compiled, so it
-/// never defers a compile to a later step.
+/// list on lavapipe, 27 of its 30 steps unaligned: one compile fewer, its
+/// first pass 0.655 → 0.637 s, medians of 14), about 4% slower on aligned
+/// rows than the aligned source (30 steps, n = 60,000, K = 100: 0.60–0.63
+/// against 0.58–0.60 s). The choice depends only on what is compiled, so
+/// it never moves a compile to a later step.
 fn record(launch: &Launch, variants: &Variants, buffers: &[&Storage], n: usize) {
     let dev = launch.dev;
     let shapes: Vec<&[usize]> = launch.saved.iter().map(|(_, s)| s.as_slice()).collect();
     let params = (launch.recipe.layout()).params(launch.shape, launch.k, &shapes, launch.scalars);
     let (constants, blocks) = row_loop(dev, launch.k);
-    let names = [Rows::Aligned, Rows::Any].map(variants.name);
-    let aligned_source = || (variants.source)(Rows::Aligned);
+    let any_name = (variants.name)(Rows::Any);
     let any_source = || (variants.source)(Rows::Any);
-    let aligned = variants.composed(&names[0], &aligned_source);
-    let any = variants.composed(&names[1], &any_source);
-    let kernel = match n.is_multiple_of(4) {
-        true if !aligned.is_compiled(dev, &constants) && any.is_compiled(dev, &constants) => any,
-        true => aligned,
-        false => any,
+    let any = variants.composed(&any_name, &any_source);
+    let aligned_name = n.is_multiple_of(4).then(|| (variants.name)(Rows::Aligned));
+    let aligned_source = || (variants.source)(Rows::Aligned);
+    let aligned = (aligned_name.as_deref()).map(|name| variants.composed(name, &aligned_source));
+    let kernel = match aligned {
+        Some(a) if a.is_compiled(dev, &constants) || !any.is_compiled(dev, &constants) => a,
+        _ => any,
     };
     kernel.dispatch(dev, &constants, &params, buffers, (n, blocks));
 }
