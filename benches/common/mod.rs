@@ -283,16 +283,7 @@ pub fn interleaved_median_secs<const N: usize>(reps: usize, fs: [&dyn Fn(); N]) 
 
 /// Median wall time of `reps` calls of `f`, after one untimed call.
 pub fn median_secs(reps: usize, f: &dyn Fn()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    interleaved_median_secs(reps, [f])[0]
 }
 
 /// Criterion's mean time per iteration (ns) for `id`, if this run (modified
